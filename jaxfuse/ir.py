@@ -10,6 +10,7 @@ so editing one tensor's constant can never change another tensor that shared it.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -275,6 +276,42 @@ class Graph:
         self.ops = order
         return self
 
+    def copy(self, tensor_map: dict | None = None) -> "Graph":
+        """Structural copy: new Graph/Op/Tensor objects, the same immutable Buffers.
+
+        `tensor_map` (id(old) -> new) is filled in so callers can remap references."""
+        tensor_map = {} if tensor_map is None else tensor_map
+        for t in self.tensors:
+            tensor_map[id(t)] = copy.copy(t)
+            tensor_map[id(t)].extra = dict(t.extra)
+
+        def m(t):
+            return None if t is None else tensor_map[id(t)]
+
+        ops = []
+        for op in self.ops:
+            extra = dict(op.extra)
+            if "intermediates" in extra:
+                extra["intermediates"] = [m(t) for t in extra["intermediates"]]
+            ops.append(Op(op.opcode, [m(t) for t in op.inputs], [m(t) for t in op.outputs],
+                          op.options_type, copy.deepcopy(op.options), extra))
+        return Graph([tensor_map[id(t)] for t in self.tensors], ops, [m(t) for t in self.inputs],
+                     [m(t) for t in self.outputs], self.name, self.extra)
+
+    def private_input(self, op: Op, index: int) -> Tensor:
+        """The constant `op.inputs[index]`, cloned first if anything else reads it, so that
+        editing it (set_data) changes this op only."""
+        tensor = op.inputs[index]
+        readers = sum(t is tensor for o in self.ops for t in o.inputs)
+        if readers > 1 or self.is_graph_output(tensor):
+            clone = copy.copy(tensor)
+            clone.extra = dict(tensor.extra)
+            clone.name = self.unique_name(tensor.name)
+            self.add_tensor(clone)
+            op.inputs[index] = clone
+            tensor = clone
+        return tensor
+
     # -- checks ----------------------------------------------------------------------
     def validate(self) -> "Graph":
         """Raise GraphError naming the first structural problem found."""
@@ -352,6 +389,20 @@ class Model:
                 raise GraphError(f"signature {s.key!r} refers to subgraph {s.graph_index}, "
                                  f"model has {len(self.graphs)}")
         return self
+
+    def copy(self) -> "Model":
+        """Structural copy sharing the immutable constant buffers (cheap for big models)."""
+        maps: list[dict] = []
+        graphs = []
+        for g in self.graphs:
+            maps.append({})
+            graphs.append(g.copy(maps[-1]))
+        signatures = [SignatureDef(s.key, s.graph_index,
+                                   [(k, maps[s.graph_index][id(t)]) for k, t in s.inputs],
+                                   [(k, maps[s.graph_index][id(t)]) for k, t in s.outputs])
+                      for s in self.signatures]
+        return Model(graphs, self.version, self.description, list(self.metadata), signatures,
+                     self.file_format, copy.deepcopy(self.extra))
 
     def op_histogram(self) -> dict[str, int]:
         hist: dict[str, int] = {}

@@ -31,3 +31,12 @@ TENSOR_TYPE_TO_DTYPE: dict[int, np.dtype] = {
 DTYPE_TO_TENSOR_TYPE: dict[np.dtype, int] = {dt: code for code, dt in TENSOR_TYPE_TO_DTYPE.items()}
 
 ACTIVATION_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+
+
+def option_defaults(options_type: str) -> dict:
+    """The fields of a builtin options table (e.g. "Conv2DOptions") with the schema's defaults,
+    keyed by the same camelCase names the reader puts in `Op.options`."""
+    table = getattr(getattr(_circle, options_type, None), options_type + "T", None)
+    if table is None:
+        raise KeyError(f"unknown builtin options table {options_type!r}")
+    return dict(vars(table()))

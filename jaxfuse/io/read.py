@@ -58,7 +58,8 @@ def read_bytes(data: bytes) -> Model:
     try:
         raw = circle.Model.ModelT.InitFromPackedBuf(data, 0)
     except Exception as e:  # the generated parser raises whatever struct/numpy raise on bad offsets
-        raise ModelError(f"truncated or corrupt model (flatbuffer parse failed: {type(e).__name__})") from None
+        detail = "an offset points past the end of the file" if isinstance(e, struct.error) else type(e).__name__
+        raise ModelError(f"truncated or corrupt model (flatbuffer parse failed: {detail})") from None
     try:
         return _convert(raw, data, IDENTIFIERS[ident])
     except ModelError:
@@ -117,9 +118,11 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
         return buffers[index]
 
     opcodes = []
-    for oc in raw.operatorCodes or []:
+    for ci, oc in enumerate(raw.operatorCodes or []):
         dep, code = int(oc.deprecatedBuiltinCode), int(oc.builtinCode)
         resolved = min(dep, code) if min(dep, code) < 0 else max(dep, code)
+        if resolved < -128:  # circle's own ops are small negatives that fit deprecated_builtin_code (int8)
+            raise ModelError(f"operator code {ci} has builtin code {resolved}, which is not a valid operator")
         custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
         opcodes.append(OpCode(resolved, int(oc.version), custom))
 
@@ -149,7 +152,8 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
                                  f"the model has {len(opcodes)} operator codes")
             opcode = opcodes[ro.opcodeIndex]
             owner = f"op {oi} ({opcode.name}) of subgraph {gi}"
-            inputs = [None if i < 0 else tensor_at(i, owner) for i in _as_list(ro.inputs)]
+            # -1 marks an omitted optional input; any other negative index is corrupt
+            inputs = [None if i == -1 else tensor_at(i, owner) for i in _as_list(ro.inputs)]
             outputs = [tensor_at(i, owner) for i in _as_list(ro.outputs)]
             extra = {}
             if ro.customOptions is not None and len(ro.customOptions):
@@ -164,7 +168,7 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
             if ro.mutatingVariableInputs is not None and len(ro.mutatingVariableInputs):
                 extra["mutating_variable_inputs"] = [bool(v) for v in ro.mutatingVariableInputs]
             if ro.intermediates is not None and len(ro.intermediates):
-                extra["intermediates"] = [None if i < 0 else tensor_at(i, owner) for i in _as_list(ro.intermediates)]
+                extra["intermediates"] = [None if i == -1 else tensor_at(i, owner) for i in _as_list(ro.intermediates)]
             if ro.builtinOptions2Type:
                 extra["options2"] = (_OPTION2_TYPE_NAMES.get(ro.builtinOptions2Type), ro.builtinOptions2)
             options_type = _OPTION_TYPE_NAMES.get(int(ro.builtinOptionsType)) if ro.builtinOptionsType else None

@@ -1,0 +1,28 @@
+"""Lowering of jaxfuse IR graphs to pure, jit-able JAX functions with TFLite semantics.
+
+    fn, params = lower(model)          # main subgraph
+    outputs = jax.jit(fn)(params, x)   # tuple in graph-output order
+
+One rule per builtin op, registered with `@register("OP")` in the modules below.
+
+`jaxfuse.lower` names both this package and the top-level function `jaxfuse.lower(model)`;
+importing the package rebinds the attribute to the package, so the package itself is
+callable and does the same as `lower(model)`.
+"""
+import sys
+import types
+
+from . import array, elementwise, nn, reduce  # noqa: F401  (the rule modules register themselves)
+from .activation import apply_activation
+from .core import RULES, Ctx, LoweringError, lower, lower_graph, register, supported_ops, tensor_keys
+
+__all__ = ["RULES", "Ctx", "LoweringError", "apply_activation", "lower", "lower_graph", "register",
+           "supported_ops", "tensor_keys"]
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, model, graph_index: int = 0):
+        return lower(model, graph_index)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -1,0 +1,54 @@
+"""The JAX lowering of every committed converter-made model against LiteRT and onert,
+on the probabilities and on the pre-softmax logits."""
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxfuse
+from reference import OnertCrash, logits_copy, relative_error, requires_onert, run_litert, run_onert
+
+MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
+FIXTURES = sorted(MODELS.glob("*.tflite"))
+TOLERANCE = 1e-4  # of the output's scale
+
+
+def jax_outputs(model, x):
+    fn, params = jaxfuse.lower(model)
+    return [np.asarray(y) for y in jax.jit(fn)(params, *x)]
+
+
+def inputs_for(model, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(t.shape)).astype(np.float32) for t in model.main.inputs]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_jax_matches_litert(path, tmp_path):
+    model = jaxfuse.load(path)
+    logits = logits_copy(model)
+    jaxfuse.save(logits, tmp_path / "logits.tflite")
+    for seed in (0, 1):
+        x = inputs_for(model, seed)
+        for ours, ref in zip(jax_outputs(model, x), run_litert(path, x)):
+            assert relative_error(ours, ref) <= TOLERANCE
+        for ours, ref in zip(jax_outputs(logits, x), run_litert(tmp_path / "logits.tflite", x)):
+            assert relative_error(ours, ref) <= TOLERANCE
+
+
+@requires_onert
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_jax_matches_onert(path, tmp_path):
+    model = jaxfuse.load(path)
+    logits = logits_copy(model)
+    jaxfuse.save(logits, tmp_path / "logits.circle")
+    x = inputs_for(model, 0)
+    try:
+        reference = run_onert(path, x)
+    except OnertCrash as e:
+        pytest.skip(f"onert 0.1.0 cannot run this model ({', '.join(sorted(model.op_histogram()))}): {e}")
+    for ours, ref in zip(jax_outputs(model, x), reference):
+        assert relative_error(ours, ref) <= TOLERANCE
+    for ours, ref in zip(jax_outputs(logits, x), run_onert(tmp_path / "logits.circle", x)):
+        assert relative_error(ours, ref) <= TOLERANCE

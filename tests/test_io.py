@@ -1,0 +1,179 @@
+"""Lossless reading and writing of .tflite / .circle, on the converter-made fixtures."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxfuse
+from jaxfuse.io import ModelError, read_bytes, to_bytes
+from reference import OnertCrash, requires_onert, run_litert, run_onert
+
+MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
+FIXTURES = sorted(MODELS.glob("*.tflite"))
+
+
+def quantization_tuple(q):
+    if q is None:
+        return None
+    arrays = [None if a is None else np.asarray(a).tolist() for a in (q.scale, q.zero_point, q.min, q.max)]
+    return (*arrays, q.quantized_dimension)
+
+
+def structure(model):
+    """Everything a round trip must keep, as comparable plain data."""
+    graphs = []
+    for g in model.graphs:
+        tensors = [(t.name, tuple(t.shape), t.type, t.shape_signature, t.is_variable, quantization_tuple(t.quantization),
+                    None if not t.is_constant else t.buffer.data.tobytes()) for t in g.tensors]
+        index = {id(t): i for i, t in enumerate(g.tensors)}
+        ops = [(op.type, op.opcode.version, op.options_type, op.options,
+                [index[id(t)] if t is not None else -1 for t in op.inputs], [index[id(t)] for t in op.outputs])
+               for op in g.ops]
+        graphs.append((g.name, tensors, ops, [index[id(t)] for t in g.inputs], [index[id(t)] for t in g.outputs]))
+    signatures = [(s.key, s.graph_index, [(k, t.name) for k, t in s.inputs], [(k, t.name) for k, t in s.outputs])
+                  for s in model.signatures]
+    return graphs, signatures, sorted(model.metadata), model.description, model.version
+
+
+def sharing(model):
+    """Which tensors share a buffer, as sets of tensor indices."""
+    groups = {}
+    for i, t in enumerate(model.main.tensors):
+        if t.is_constant:
+            groups.setdefault(id(t.buffer), []).append(i)
+    return sorted(tuple(v) for v in groups.values())
+
+
+def test_fixtures_exist():
+    names = {p.stem for p in FIXTURES}
+    assert {"resnet50v2_tiny", "resnet50v2_tiny_mixed", "resnet50v2_tiny_f16", "resnet50v2_tiny_offsets",
+            "densenet_tiny", "mobilenetv2_tiny", "misc_ops_tiny"} <= names
+    assert sum(p.stat().st_size for p in MODELS.iterdir()) < 4_000_000
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("ext", [".tflite", ".circle"])
+def test_round_trip_keeps_structure_and_constants(path, ext, tmp_path):
+    original = jaxfuse.load(path)
+    out = tmp_path / f"copy{ext}"
+    jaxfuse.save(original, out)
+    data = out.read_bytes()
+    assert data[4:8] == (b"CIR0" if ext == ".circle" else b"TFL3")
+    copy = jaxfuse.load(out)
+    assert copy.file_format == ext[1:]
+    assert structure(copy) == structure(original)
+    assert sharing(copy) == sharing(original)
+    # written twice, the bytes are identical (a deterministic writer)
+    jaxfuse.save(copy, tmp_path / f"again{ext}")
+    assert (tmp_path / f"again{ext}").read_bytes() == data
+
+
+def test_offset_fixture_really_uses_offsets():
+    import struct
+    from circle_schema.v0_10 import circle
+    data = (MODELS / "resnet50v2_tiny_offsets.tflite").read_bytes()
+    raw = circle.Model.Model.GetRootAs(data, 0)
+    offsets = [raw.Buffers(i).Offset() for i in range(raw.BuffersLength())]
+    assert sum(o > 1 for o in offsets) > 50
+    # the same network as resnet50v2_tiny (layer names differ: keras numbers them per process)
+    def constants(model):
+        return sorted(t.buffer.data.tobytes() for t in model.main.tensors if t.is_constant)
+    assert constants(jaxfuse.load(MODELS / "resnet50v2_tiny_offsets.tflite")) == \
+        constants(jaxfuse.load(MODELS / "resnet50v2_tiny.tflite"))
+
+
+def test_unused_buffers_are_dropped(tmp_path):
+    model = jaxfuse.load(MODELS / "resnet50v2_tiny.tflite")
+    g = model.main
+    g.outputs = [g.ops[-2].outputs[0]]  # cut the softmax: its input tensors stay, the FC weights stay used
+    model.signatures = []                # they name the softmax output, which is gone
+    fc = g.ops[-2]
+    g.cleanup()
+    before = len(read_bytes(to_bytes(jaxfuse.load(MODELS / "resnet50v2_tiny.tflite"))).main.tensors)
+    smaller = read_bytes(to_bytes(model))
+    assert len(smaller.main.tensors) == before - 1 and fc.type == "FULLY_CONNECTED"
+    # dropping an op whose weights nothing else reads removes those bytes
+    g.outputs = [fc.inputs[0]]
+    g.cleanup()
+    assert len(to_bytes(model)) < (MODELS / "resnet50v2_tiny.tflite").stat().st_size - fc.inputs[1].buffer.nbytes + 1024
+
+
+def seeded_input(model, seed=3):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(t.shape)).astype(np.float32) for t in model.main.inputs]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_written_tflite_runs_in_litert_like_the_original(path, tmp_path):
+    model = jaxfuse.load(path)
+    x = seeded_input(model)
+    expected = run_litert(path, x)
+    jaxfuse.save(model, tmp_path / "copy.tflite")
+    for a, b in zip(run_litert(tmp_path / "copy.tflite", x), expected):
+        np.testing.assert_array_equal(a, b)
+    jaxfuse.save(model, tmp_path / "copy.circle")  # LiteRT runs circle files through a TFL3 copy
+    for a, b in zip(run_litert(tmp_path / "copy.circle", x), expected):
+        np.testing.assert_array_equal(a, b)
+
+
+@requires_onert
+@pytest.mark.parametrize("path", [p for p in FIXTURES if "offsets" not in p.stem], ids=lambda p: p.stem)
+def test_written_files_run_in_onert_like_the_original(path, tmp_path):
+    model = jaxfuse.load(path)
+    x = seeded_input(model)
+    try:
+        expected = run_onert(path, x)
+    except OnertCrash as e:
+        pytest.skip(f"onert cannot run the converter's original either ({model.op_histogram()}): {e}")
+    for ext in (".circle", ".tflite"):
+        jaxfuse.save(model, tmp_path / f"copy{ext}")
+        for a, b in zip(run_onert(tmp_path / f"copy{ext}", x), expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_writer_can_store_constants_after_the_flatbuffer(tmp_path):
+    model = jaxfuse.load(MODELS / "resnet50v2_tiny.tflite")
+    data = to_bytes(model, "tflite", buffer_offsets=True)
+    again = read_bytes(data)
+    assert structure(again)[0] == structure(model)[0]
+    x = seeded_input(model)
+    for a, b in zip(run_litert(data, x), run_litert(MODELS / "resnet50v2_tiny.tflite", x)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_offset_buffer_past_the_end_is_a_clear_error():
+    data = (MODELS / "resnet50v2_tiny_offsets.tflite").read_bytes()
+    with pytest.raises(ModelError, match="past the end of the file"):
+        read_bytes(data[: len(data) - 1000])
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    model = jaxfuse.load(MODELS / "mobilenetv2_tiny.tflite")
+    target = tmp_path / "out.circle"
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        jaxfuse.save(model, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_rejects_unknown_extension(tmp_path):
+    model = jaxfuse.load(MODELS / "mobilenetv2_tiny.tflite")
+    with pytest.raises(ValueError, match="unknown output extension"):
+        jaxfuse.save(model, tmp_path / "out.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_rejects_bad_files(tmp_path):
+    with pytest.raises(ModelError, match="no such file"):
+        jaxfuse.load(tmp_path / "missing.tflite")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    with pytest.raises(ModelError, match="empty file"):
+        jaxfuse.load(tmp_path / "empty.tflite")
+    (tmp_path / "junk.circle").write_bytes(b"\x00" * 4 + b"ONNX" + b"\x00" * 100)
+    with pytest.raises(ModelError, match="file identifier"):
+        jaxfuse.load(tmp_path / "junk.circle")
