@@ -1,0 +1,718 @@
+"""The `jaxfuse` command line (also `python -m jaxfuse`).
+
+Subcommands are `Command` records kept in one registry, in the order they appear in
+`jaxfuse --help`. To add one (optimize, verify, bench, ...): write
+`_add_NAME_arguments(parser)` and `_run_NAME(args) -> int` (an exit code), then
+`register(Command(name, summary, description, _add_NAME_arguments, _run_NAME))` next to the
+others at the bottom of this module. `register` rejects duplicate names.
+
+Error contract: every problem with the user's input (unreadable model, bad .npz, unwritable
+output, unsupported op) is raised as an exception that `main` turns into ONE line on stderr,
+"jaxfuse: error: <file>: <problem>", and exit status 2, without a traceback. Anything else is
+a bug in jaxfuse: one line "jaxfuse: internal error: ..." and exit status 3 (set
+JAXFUSE_DEBUG=1 to get the traceback instead). Outputs are written to a temporary file in the
+destination directory and renamed into place, so a failed command never leaves a partial file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .io import ModelError, read as _read_model, write as _write_model
+from .ir import GraphError, Model, Tensor
+from .schema import TENSOR_TYPE_NAMES
+
+EXIT_OK = 0
+EXIT_FAILED = 1        # a verification found a difference (verify / optimize)
+EXIT_BAD_INPUT = 2     # bad input or usage
+EXIT_INTERNAL = 3      # a bug in jaxfuse
+MODEL_EXTENSIONS = (".tflite", ".circle")
+_MAX_MESSAGE = 600     # characters; longer error messages are cut
+
+EXIT_CODES_HELP = """\
+exit status:
+  0  success
+  1  verification failed (the models differ; used by verify and optimize)
+  2  bad input or usage: unreadable or corrupt model, unsupported op, bad .npz,
+     unwritable output (one line on stderr: "jaxfuse: error: ...")
+  3  internal error, a bug in jaxfuse (one line on stderr: "jaxfuse: internal
+     error: ..."); set JAXFUSE_DEBUG=1 to see the traceback"""
+
+
+class CLIError(Exception):
+    """A problem with the user's input; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str                                            # one line in `jaxfuse --help`
+    description: str                                        # `jaxfuse NAME --help` body
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]                # returns the exit status
+    epilog: str = ""                                        # output format, exit codes
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    if command.name in COMMANDS:
+        raise ValueError(f"subcommand {command.name!r} is already registered")
+    COMMANDS[command.name] = command
+    return command
+
+
+# -- shared helpers ----------------------------------------------------------------------
+def _dtype_name(tensor: Tensor) -> str:
+    return TENSOR_TYPE_NAMES.get(tensor.type, f"type{tensor.type}").lower()
+
+
+def _load(path: str) -> Model:
+    """Read a model; ModelError messages already name the file."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.access(path, os.R_OK):
+        raise CLIError(f"{path}: permission denied")
+    try:
+        return _read_model(path)
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _validated(model: Model, path: str) -> Model:
+    try:
+        return model.validate()
+    except GraphError as e:
+        raise CLIError(f"{path}: invalid model: {e}") from None
+
+
+def _check_output_path(path: str, extensions: tuple[str, ...], what: str) -> None:
+    """Fail early (before any work) on an output path that cannot be written."""
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory")
+    ext = os.path.splitext(path)[1]
+    if ext.lower() not in extensions:
+        raise CLIError(f"{path}: unknown {what} extension '{ext}' (use {' or '.join(extensions)})")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CLIError(f"{path}: directory {os.path.dirname(path) or '.'} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: permission denied (cannot write to {os.path.dirname(path) or '.'})")
+
+
+def _write_error(path: str, e: OSError) -> CLIError:
+    return CLIError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def _atomic_write(path: str, write: Callable) -> None:
+    """Call write(file_object) on a temporary file beside `path`, then rename it to `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- inspect -----------------------------------------------------------------------------
+INSPECT_JSON_HELP = """\
+--json prints one JSON object with these keys:
+  file                      the MODEL argument
+  format                    "tflite" or "circle" (from the file identifier TFL3 / CIR0)
+  schema_version            the model's schema version field
+  description               the model's description string, or null
+  subgraph_count            number of subgraphs
+  subgraphs                 [{"index", "name", "tensor_count", "op_count"}] per subgraph
+  tensor_count              tensors in all subgraphs
+  op_count                  ops in all subgraphs
+  op_histogram              {op type: count}, most frequent first; custom ops appear as
+                            "CUSTOM(code)"
+  inputs, outputs           the main subgraph's (subgraph 0) graph inputs / outputs, in order:
+                            [{"name", "shape", "shape_signature" (list or null),
+                              "dtype" (e.g. "float32", "int8"), "quantized" (bool)}]
+  constant_parameter_bytes  bytes of constant data, each shared buffer counted once
+  constant_buffer_count     number of distinct constant buffers
+  signature_defs            [{"key", "subgraph", "inputs": {name: tensor name},
+                              "outputs": {name: tensor name}}]
+  metadata                  [{"name", "bytes"}] (the model's metadata entries)"""
+
+
+def _add_inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a .tflite or .circle file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text (keys below)")
+
+
+def _tensor_info(t: Tensor) -> dict:
+    return {"name": t.name, "shape": [int(d) for d in t.shape],
+            "shape_signature": None if t.shape_signature is None else [int(d) for d in t.shape_signature],
+            "dtype": _dtype_name(t), "quantized": bool(t.is_quantized)}
+
+
+def model_summary(model: Model, path: str) -> dict:
+    """The facts `jaxfuse inspect` reports, as the JSON-ready dict --json prints."""
+    hist: dict[str, int] = {}
+    buffers: dict[int, int] = {}
+    for g in model.graphs:
+        for op in g.ops:
+            hist[op.type] = hist.get(op.type, 0) + 1
+        for t in g.tensors:
+            if t.is_constant:
+                buffers[id(t.buffer)] = t.buffer.nbytes
+    main = model.graphs[0] if model.graphs else None
+    return {
+        "file": path,
+        "format": model.file_format,
+        "schema_version": int(model.version),
+        "description": model.description,
+        "subgraph_count": len(model.graphs),
+        "subgraphs": [{"index": i, "name": g.name, "tensor_count": len(g.tensors), "op_count": len(g.ops)}
+                      for i, g in enumerate(model.graphs)],
+        "tensor_count": sum(len(g.tensors) for g in model.graphs),
+        "op_count": sum(len(g.ops) for g in model.graphs),
+        "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "inputs": [_tensor_info(t) for t in main.inputs] if main else [],
+        "outputs": [_tensor_info(t) for t in main.outputs] if main else [],
+        "constant_parameter_bytes": sum(buffers.values()),
+        "constant_buffer_count": len(buffers),
+        "signature_defs": [{"key": s.key, "subgraph": s.graph_index,
+                            "inputs": {k: t.name for k, t in s.inputs},
+                            "outputs": {k: t.name for k, t in s.outputs}} for s in model.signatures],
+        "metadata": [{"name": name, "bytes": len(content)} for name, content in model.metadata],
+    }
+
+
+def _shape_text(info: dict) -> str:
+    text = str(info["shape"])
+    if info["shape_signature"] is not None and info["shape_signature"] != info["shape"]:
+        text += f" (signature {info['shape_signature']})"
+    return text
+
+
+def _format_summary(s: dict) -> str:
+    lines = [f"file:         {s['file']}",
+             f"format:       {s['format']}",
+             f"schema:       version {s['schema_version']}"]
+    if s["description"]:
+        lines.append(f"description:  {s['description']}")
+    lines += [f"subgraphs:    {s['subgraph_count']}",
+              f"tensors:      {s['tensor_count']}",
+              f"ops:          {s['op_count']}",
+              f"constants:    {s['constant_parameter_bytes']} bytes in {s['constant_buffer_count']} distinct buffers"]
+
+    def table(rows: list[list[str]], indent="  ") -> list[str]:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+        return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+    where = " (subgraph 0)" if s["subgraph_count"] > 1 else ""
+    for role in ("inputs", "outputs"):
+        lines.append(f"{role}{where}:" + ("" if s[role] else " none"))
+        lines += table([[t["name"], _shape_text(t), t["dtype"] + (" quantized" if t["quantized"] else "")]
+                        for t in s[role]])
+    lines.append("op histogram:" + ("" if s["op_histogram"] else " no ops"))
+    lines += table([[name, str(n)] for name, n in s["op_histogram"].items()])
+    lines.append("signature defs:" + ("" if s["signature_defs"] else " none"))
+    for sig in s["signature_defs"]:
+        lines.append(f"  {sig['key']} (subgraph {sig['subgraph']})")
+        for role in ("inputs", "outputs"):
+            pairs = ", ".join(f"{k} -> {v}" for k, v in sig[role].items()) or "none"
+            lines.append(f"    {role}: {pairs}")
+    lines.append("metadata:" + ("" if s["metadata"] else " none"))
+    lines += table([[m["name"], f"{m['bytes']} bytes"] for m in s["metadata"]])
+    return "\n".join(lines)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    summary = model_summary(_load(args.model), args.model)
+    print(json.dumps(summary, indent=2) if args.json else _format_summary(summary))
+    return EXIT_OK
+
+
+# -- convert -----------------------------------------------------------------------------
+def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="IN", help="the model to read (.tflite or .circle)")
+    p.add_argument("output", metavar="OUT", help="the file to write; its extension picks the format: "
+                                                  ".tflite (identifier TFL3) or .circle (CIR0)")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    _check_output_path(args.output, MODEL_EXTENSIONS, "model")
+    model = _load(args.input)
+    try:
+        _write_model(model, args.output)
+    except GraphError as e:
+        raise CLIError(f"{args.input}: cannot be written: {e}") from None
+    except OSError as e:
+        raise _write_error(args.output, e) from None
+    out_format = "circle" if args.output.lower().endswith(".circle") else "tflite"
+    print(f"wrote {args.output} ({out_format}, {os.path.getsize(args.output)} bytes) "
+          f"from {args.input} ({model.file_format})")
+    return EXIT_OK
+
+
+# -- run ---------------------------------------------------------------------------------
+RANDOM_INT_RANGE = (0, 9)  # inclusive
+
+
+def _unique_names(tensors: list[Tensor], role: str, path: str) -> list[str]:
+    names = [t.name for t in tensors]
+    for name in names:
+        if names.count(name) > 1:
+            raise CLIError(f"{path}: {names.count(name)} graph {role}s are named '{name}', so .npz arrays "
+                           f"cannot be keyed by name")
+    return names
+
+
+def random_inputs(tensors: list[Tensor], seed: int, path: str = "model") -> list[np.ndarray]:
+    """Seeded inputs for `run` without --inputs, drawn in graph-input order from one
+    numpy Generator: floats standard normal, integers uniform in RANDOM_INT_RANGE, bools fair."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for t in tensors:
+        dtype, shape = t.dtype, tuple(int(d) for d in t.shape)
+        if any(d < 0 for d in shape):
+            raise CLIError(f"{path}: input '{t.name}' has unknown dimensions {list(shape)}; give --inputs")
+        if dtype is None:
+            raise CLIError(f"{path}: input '{t.name}' has type {_dtype_name(t)}, which run cannot generate")
+        if dtype.kind == "f":
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind == "c":
+            arrays.append((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype))
+        elif dtype.kind in "iu":
+            lo, hi = RANDOM_INT_RANGE
+            arrays.append(rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype))
+        elif dtype.kind == "b":
+            arrays.append(rng.integers(0, 1, size=shape, endpoint=True).astype(bool))
+        else:
+            raise CLIError(f"{path}: input '{t.name}' has type {_dtype_name(t)}, which run cannot generate")
+    return arrays
+
+
+def read_npz_inputs(npz_path: str, tensors: list[Tensor]) -> list[np.ndarray]:
+    """Arrays for the graph inputs from an .npz keyed by input tensor name, checked strictly:
+    every input present, nothing extra, exact shape and dtype (no casting)."""
+    if os.path.isdir(npz_path):
+        raise CLIError(f"{npz_path}: is a directory, not an .npz file")
+    if not os.path.exists(npz_path):
+        raise CLIError(f"{npz_path}: no such file")
+    try:
+        archive = np.load(npz_path, allow_pickle=False)
+    except OSError as e:
+        raise CLIError(f"{npz_path}: cannot read ({e.strerror or e})") from None
+    except Exception as e:  # numpy raises ValueError, zipfile.BadZipFile, EOFError, ... on junk
+        raise CLIError(f"{npz_path}: not a readable .npz archive ({type(e).__name__}: {e})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CLIError(f"{npz_path}: holds a single array (.npy), expected an .npz archive keyed by input name")
+    with archive:
+        names = [t.name for t in tensors]
+        expected = ", ".join(f"'{n}'" for n in names) or "none"
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            raise CLIError(f"{npz_path}: missing input {', '.join(repr(n) for n in missing)} "
+                           f"(the model's inputs are {expected})")
+        extra = [k for k in archive.files if k not in names]
+        if extra:
+            raise CLIError(f"{npz_path}: unexpected array {', '.join(repr(k) for k in extra)} "
+                           f"(the model's inputs are {expected})")
+        arrays = []
+        for t in tensors:
+            try:
+                a = archive[t.name]
+            except Exception as e:
+                raise CLIError(f"{npz_path}: array '{t.name}' cannot be loaded ({type(e).__name__}: {e})") from None
+            want_shape = [int(d) for d in t.shape]
+            if list(a.shape) != want_shape:
+                raise CLIError(f"{npz_path}: input '{t.name}' has shape {list(a.shape)}, the model expects "
+                               f"{want_shape}")
+            if t.dtype is None or a.dtype != t.dtype:
+                raise CLIError(f"{npz_path}: input '{t.name}' has dtype {a.dtype}, the model expects "
+                               f"{_dtype_name(t)}")
+            arrays.append(a)
+        return arrays
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez-compatible archive, written atomically (temp file + rename). Any key works,
+    including names like 'file' that np.savez's keyword arguments would swallow."""
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, array in arrays.items():
+                with zf.open(key + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+    _atomic_write(path, write)
+
+
+def _stats(a: np.ndarray) -> str:
+    if a.size == 0:
+        return "empty"
+    if a.dtype.kind == "c":
+        a = np.abs(a)
+        prefix = "|x| "
+    else:
+        prefix = ""
+    if a.dtype.kind == "b":
+        a = a.astype(np.int8)
+    return (f"{prefix}min {a.min():.6g}  max {a.max():.6g}  mean {a.mean(dtype=np.float64):.6g}")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a .tflite or .circle file")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--inputs", metavar="FILE.npz",
+                        help="input arrays keyed by input tensor name; every graph input must be present with "
+                             "exactly the model's shape and dtype (no casting), and nothing else")
+    source.add_argument("--seed", type=int, metavar="N",
+                        help="seed of the random inputs used without --inputs (default: 0)")
+    p.add_argument("-o", "--output", metavar="OUT.npz",
+                   help="save the outputs here, keyed by output tensor name (written atomically)")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _check_output_path(args.output, (".npz",), "output")
+    model = _validated(_load(args.model), args.model)
+    graph = model.main
+    _unique_names(graph.inputs, "input", args.model)
+    out_names = _unique_names(graph.outputs, "output", args.model)
+    if args.inputs is not None:
+        inputs = read_npz_inputs(args.inputs, graph.inputs)
+        source = f"from {args.inputs}"
+    else:
+        seed = 0 if args.seed is None else args.seed
+        inputs = random_inputs(graph.inputs, seed, args.model)
+        source = f"random, seed {seed}"
+
+    import jax  # deferred: jax is slow to import and only run needs it
+
+    from .lower import LoweringError, lower
+    try:
+        fn, params = lower(model)
+        outputs = jax.jit(fn)(params, *inputs)  # tracing may reject an op too
+    except (LoweringError, GraphError) as e:
+        raise CLIError(f"{args.model}: cannot run: {e}") from None
+    outputs = [np.asarray(o) for o in outputs]
+    if len(outputs) != len(out_names):
+        raise RuntimeError(f"lowered function returned {len(outputs)} outputs, the graph has {len(out_names)}")
+    print(f"inputs: {source}")
+    width = max((len(n) for n in out_names), default=0)
+    for name, a in zip(out_names, outputs):
+        print(f"{name.ljust(width)}  {list(a.shape)}  {a.dtype}  {_stats(a)}")
+    if args.output is not None:
+        write_npz(args.output, dict(zip(out_names, outputs)))
+        print(f"wrote {args.output} ({len(outputs)} array{'s' if len(outputs) != 1 else ''})")
+    return EXIT_OK
+
+
+# -- optimize ----------------------------------------------------------------------------
+def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="INPUT", help="a .tflite or .circle file")
+    p.add_argument("-o", "--output", metavar="OUTPUT", required=True,
+                   help="where to write the optimized model; .circle writes circle (CIR0), .tflite writes TFLite (TFL3)")
+    p.add_argument("--pass", dest="passes", action="append", metavar="NAME",
+                   help="run only this pass (repeatable, in the order given); default: every exact pass. "
+                        "Names: see the list below")
+    p.add_argument("--report", metavar="FILE.json", help="also write the full report as JSON")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the final whole-model comparison (every single rewrite is still checked)")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="input arrays for the whole-model comparison (keyed by input name); default: 2 seeded "
+                        "random samples")
+    p.add_argument("--tolerance", type=float, default=None, metavar="T",
+                   help="largest accepted whole-model error, relative to each output's scale (default: 1e-4)")
+
+
+def _run_optimize(args: argparse.Namespace) -> int:
+    import time
+
+    from .equivalence import DEFAULT_TOLERANCE, VerificationError
+    from .passes import DEFAULT_PIPELINE, PASSES, optimize
+
+    _check_output_path(args.output, MODEL_EXTENSIONS, "model")
+    if args.report is not None:
+        _check_output_path(args.report, (".json",), "report")
+    for name in args.passes or []:
+        if name not in PASSES:
+            raise CLIError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+    t0 = time.perf_counter()
+    model = _validated(_load(args.input), args.input)
+    read_time = time.perf_counter() - t0
+    samples = None
+    if args.inputs is not None:
+        samples = [read_npz_inputs(args.inputs, model.main.inputs)]
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise CLIError(f"--tolerance must be positive, got {args.tolerance}")
+
+    from .lower import LoweringError
+    failed = None
+    try:
+        optimized, report = optimize(model, args.passes or DEFAULT_PIPELINE, verify=not args.no_verify,
+                                     inputs=samples, tolerance=tolerance)
+    except LoweringError as e:
+        raise CLIError(f"{args.input}: cannot optimize: {e}") from None
+    except VerificationError as e:
+        failed, report, optimized = e, e.report, None
+    report.timings = {"read": read_time, **report.timings}
+    if optimized is not None:
+        t = time.perf_counter()
+        _write_model_atomic(optimized, args.output)
+        report.timings["write"] = time.perf_counter() - t
+    print(f"{args.input} -> {args.output if failed is None else '(nothing written)'}")
+    print(report.format_text())
+    report.timings["total"] = time.perf_counter() - t0
+    print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items()))
+    if args.report is not None:
+        text = json.dumps(report.to_dict(), indent=2, default=_json_default)
+        _atomic_write(args.report, lambda f: f.write(text.encode()))
+    if failed is not None:
+        print(f"jaxfuse: verification failed: {_one_line(str(failed))}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_model_atomic(model: Model, path: str) -> None:
+    try:
+        _write_model(model, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# -- verify ------------------------------------------------------------------------------
+def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_a", metavar="MODEL_A", help="the reference model (.tflite or .circle)")
+    p.add_argument("model_b", metavar="MODEL_B", help="the model to check against it")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="input arrays keyed by MODEL_A's input names; default: --samples seeded random samples")
+    p.add_argument("--samples", type=int, default=2, metavar="N", help="random samples without --inputs (default 2)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random samples (default 0)")
+    p.add_argument("--tolerance", type=float, default=None, metavar="T",
+                   help="largest accepted error relative to each tensor's scale (default: 1e-4)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .equivalence import DEFAULT_TOLERANCE, compare
+    from .lower import LoweringError
+
+    a = _validated(_load(args.model_a), args.model_a)
+    b = _validated(_load(args.model_b), args.model_b)
+    samples = [read_npz_inputs(args.inputs, a.main.inputs)] if args.inputs is not None else None
+    if args.samples < 1:
+        raise CLIError(f"--samples must be at least 1, got {args.samples}")
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    try:
+        report = compare(a, b, samples, tolerance=tolerance, seed=args.seed, num_samples=args.samples)
+    except LoweringError as e:
+        raise CLIError(f"cannot run the models: {e}") from None
+    except ValueError as e:  # incompatible inputs/outputs
+        raise CLIError(f"{args.model_a} vs {args.model_b}: {e}") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=_json_default))
+    else:
+        print(f"{args.model_a} vs {args.model_b}: {report.summary()}")
+        for o in report.outputs:
+            print(f"  output '{o.name}': max abs error {o.max_abs_error:.3g}, scale {o.scale:.3g}, "
+                  f"relative {o.rel_error:.3g}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+# -- bench -------------------------------------------------------------------------------
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_a", metavar="MODEL", help="a .tflite or .circle file (the baseline)")
+    p.add_argument("model_b", metavar="MODEL_B", nargs="?", help="optional second model, timed against MODEL")
+    p.add_argument("--rounds", type=int, default=30, metavar="N", help="timed rounds after warm-up (default 30)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed rounds first (default 3)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="XLA device (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    if args.rounds < 1 or args.warmup < 0:
+        raise CLIError("--rounds must be at least 1 and --warmup at least 0")
+    paths = [args.model_a] + ([args.model_b] if args.model_b else [])
+    labels = [f"{'AB'[i]}:{path}" for i, path in enumerate(paths)]  # A/A (the same file twice) shows the noise
+    models = [_validated(_load(path), path) for path in paths]
+    if len(models) == 2 and [tuple(t.shape) for t in models[0].main.inputs] != \
+            [tuple(t.shape) for t in models[1].main.inputs]:
+        raise CLIError(f"{args.model_a} and {args.model_b} have different inputs")
+
+    import jax
+
+    from .benchmark import interleaved, summarize, xla_runner
+    from .lower import LoweringError
+    try:
+        device = jax.devices(args.device)[0]
+    except RuntimeError:
+        raise CLIError(f"JAX sees no {args.device} device") from None
+    try:
+        runners = {label: xla_runner(model, args.device) for label, model in zip(labels, models)}
+    except LoweringError as e:
+        raise CLIError(f"cannot run: {e}") from None
+    times = interleaved(runners, args.rounds, args.warmup)
+    summary = summarize(times, labels[0])
+    if args.json:
+        print(json.dumps({"device": str(device), "rounds": args.rounds,
+                          "models": {n: t.to_dict() for n, t in summary.items()}}, indent=2))
+        return EXIT_OK
+    print(f"XLA on {device} ({device.platform}), {args.rounds} interleaved rounds after {args.warmup} warm-up")
+    for name, t in summary.items():
+        line = f"  {name}: median {t.median_s * 1e3:.3f} ms"
+        if name != labels[0]:
+            line += (f"; B/A per-round ratio median {t.ratio_median:.4f} "
+                     f"(IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
+        print(line)
+    return EXIT_OK
+
+
+# -- registry ----------------------------------------------------------------------------
+register(Command(
+    "inspect", "summarize a model: ops, inputs/outputs, tensors, parameter bytes",
+    "Print a summary of MODEL: file format (from the identifier), schema version, subgraph,\n"
+    "tensor and op counts, constant parameter bytes (each distinct buffer counted once), the\n"
+    "main subgraph's inputs and outputs (name, shape, dtype), an op histogram, signature defs\n"
+    "and metadata entries. The model is read, not validated, so broken graphs can be inspected.",
+    _add_inspect_arguments, _run_inspect, INSPECT_JSON_HELP + "\n\n" + EXIT_CODES_HELP))
+register(Command(
+    "convert", "convert between .tflite and .circle",
+    "Read IN (.tflite or .circle) and write it to OUT in the format OUT's extension names\n"
+    "(.tflite -> identifier TFL3, .circle -> CIR0). Same-format copies are allowed (the model is\n"
+    "re-serialized). Nothing is lost: ops, options, quantization, signature defs and metadata\n"
+    "are kept. Prints one line: what was written, its format and size.",
+    _add_convert_arguments, _run_convert, EXIT_CODES_HELP))
+register(Command(
+    "run", "run a model through JAX/XLA on given or random inputs",
+    "Lower MODEL's main subgraph (subgraph 0) to JAX and run it once under jax.jit (XLA, on\n"
+    "JAX's default device).\n\n"
+    "inputs: with --inputs FILE.npz, one array per graph input keyed by the input tensor's name\n"
+    "(np.savez(FILE, **{name: array})); a missing or extra key, or a shape or dtype that differs\n"
+    "from the model's, is an error (no casting: convert with .astype first). Without --inputs,\n"
+    "inputs are random, drawn in graph-input order from numpy.random.default_rng(--seed):\n"
+    f"floats standard normal, integers uniform in [{RANDOM_INT_RANGE[0]}, {RANDOM_INT_RANGE[1]}], "
+    "bools fair coin flips\n(integer inputs that are indices or sizes usually need real values: give --inputs).\n\n"
+    "output: the line 'inputs: ...', then one line per graph output: name, shape, dtype, min, max\n"
+    "and mean. With -o OUT.npz the outputs are also saved keyed by output tensor name.",
+    _add_run_arguments, _run_run, EXIT_CODES_HELP))
+
+register(Command(
+    "optimize", "fuse batch norms and per-channel scale/shift ops, proving every rewrite",
+    "Read INPUT, run fusion passes (default: every exact pass, repeated until nothing changes),\n"
+    "and write the optimized model to OUTPUT (.circle -> CIR0, .tflite -> TFL3).\n\n"
+    "Every single rewrite is checked as it is applied: the affected region before and after is\n"
+    "jit-compiled and run on recorded activations and random inputs; a rewrite whose error\n"
+    "exceeds 1e-5 of the tensor's scale is rolled back and reported. At the end the whole\n"
+    "optimized model is compared with the original (unless --no-verify); if they differ, nothing\n"
+    "is written and the exit status is 1.\n\n"
+    "output: per pass how many matches were fused, refused (with reasons) and rolled back, op\n"
+    "counts before and after, the largest error of any rewrite and of the whole model, timings.",
+    _add_optimize_arguments, _run_optimize, "passes:\n  " + "\n  ".join(
+        ["fuse_preactivation_batchnorm   (default pipeline: all of these)",
+         "fuse_batchnorm_with_conv, fuse_batchnorm_with_dwconv, fuse_batchnorm_with_tconv",
+         "fuse_mul_with_conv, fuse_add_with_conv, fuse_add_with_tconv",
+         "fuse_mul_with_fullyconnected, fuse_add_with_fullyconnected, fuse_activation_function"])
+    + "\n\n" + EXIT_CODES_HELP))
+register(Command(
+    "verify", "compare two models through JAX, tensor by tensor",
+    "Run MODEL_A and MODEL_B through JAX/XLA on the same inputs and compare their outputs (by\n"
+    "position) and every tensor the two share by name, in MODEL_A's execution order. Errors are\n"
+    "relative to the scale (max |value|) of MODEL_A's tensor. Names the first shared tensor\n"
+    "where they diverge. A rewrite that changes what a tensor holds renames it, so it is not\n"
+    "compared.\n\n"
+    "output: one summary line and one line per output; --json prints the report object\n"
+    "(keys: ok, tolerance, samples, max_abs_error, max_rel_error, outputs, compared_tensors,\n"
+    "first_divergent, notes).",
+    _add_verify_arguments, _run_verify, EXIT_CODES_HELP))
+
+register(Command(
+    "bench", "time one model, or two against each other, through XLA",
+    "Compile MODEL (and MODEL_B) with jax.jit on the chosen device and time one inference at a\n"
+    "time, interleaved A B A B ... after a warm-up, on seeded random inputs. Prints each\n"
+    "model's median time and, with two models, the median and interquartile range of the\n"
+    "per-round ratio B/A (the machine's noise shows in that range: a ratio inside it is no\n"
+    "difference). bench/ has the full benchmark (onert, LiteRT, the ceiling).",
+    _add_bench_arguments, _run_bench, EXIT_CODES_HELP))
+
+
+# -- entry point -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxfuse",
+        description="Fuse batch norms in TFLite / circle models exactly, prove it in JAX/XLA; inspect, convert, run.",
+        epilog=EXIT_CODES_HELP + "\n\nRun 'jaxfuse COMMAND --help' for a command's arguments and output.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jaxfuse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.description, epilog=cmd.epilog or None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_arguments(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def _one_line(message: str) -> str:
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
+
+
+def _debug() -> bool:
+    return os.environ.get("JAXFUSE_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (argparse already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
+    try:
+        return args._command.run(args)
+    except (CLIError, ModelError, GraphError) as e:
+        message = str(e)
+    except BrokenPipeError:  # `jaxfuse inspect m | head`: the reader left, which is not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+    except OSError as e:
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    except MemoryError:
+        message = "out of memory"
+    except KeyboardInterrupt:
+        print("jaxfuse: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if _debug():
+            raise
+        print(f"jaxfuse: internal error: {_one_line(f'{type(e).__name__}: {e}')} "
+              f"(set JAXFUSE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(f"jaxfuse: error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
