@@ -1,0 +1,186 @@
+"""Equivalence checks: whole models (every shared tensor) and single rewrites (a region).
+
+Errors are reported relative to the scale of the reference tensor:
+    rel = max|a - b| / max|a|
+so one tolerance fits logits, probabilities and feature maps alike.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import jax
+import numpy as np
+
+from .ir import Graph, Model, Tensor
+from .lower import lower_graph, tensor_keys
+
+DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
+DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
+
+
+class VerificationError(RuntimeError):
+    """The optimized model does not match the original; `.report` says where."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+def relative_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
+    """(max abs error, scale of the reference, error relative to that scale)."""
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        return float("inf"), 0.0, float("inf")
+    abs_err = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    if abs_err == 0.0:
+        return 0.0, scale, 0.0
+    return abs_err, scale, abs_err / max(scale, np.finfo(np.float32).tiny)
+
+
+def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
+    """Standard normal for floats (negative values included), small integers otherwise."""
+    dtype = tensor.dtype or np.dtype(np.float32)
+    shape = tuple(max(int(d), 1) for d in tensor.shape)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(dtype)
+    return rng.integers(0, 10, shape).astype(dtype)
+
+
+def random_inputs(graph: Graph, samples: int = 2, seed: int = 0) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
+
+
+def inputs_from_npz(graph: Graph, arrays: dict) -> list[list[np.ndarray]]:
+    """One sample from {input tensor name: array}; a leading extra axis means several."""
+    names = [t.name for t in graph.inputs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ValueError(f"inputs file has no array for model input '{missing[0]}' (has: {', '.join(sorted(arrays))})")
+    extra = sorted(set(arrays) - set(names))
+    if extra:
+        raise ValueError(f"inputs file has array '{extra[0]}' that is not a model input (inputs: {', '.join(names)})")
+    batches = []
+    for t in graph.inputs:
+        a = np.asarray(arrays[t.name])
+        if a.shape == tuple(t.shape):
+            a = a[None]
+        if a.shape[1:] != tuple(t.shape):
+            raise ValueError(f"input '{t.name}' has shape {list(a.shape)}, the model expects {list(t.shape)}")
+        if a.dtype != t.dtype:
+            raise ValueError(f"input '{t.name}' has dtype {a.dtype}, the model expects {t.dtype}")
+        batches.append(a)
+    count = batches[0].shape[0] if batches else 1
+    if any(b.shape[0] != count for b in batches):
+        raise ValueError("inputs file: arrays hold different numbers of samples")
+    return [[b[i] for b in batches] for i in range(count)]
+
+
+def evaluate_all(graph: Graph, samples: list[list[np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Every non-constant tensor of `graph` for each sample, keyed by tensor key (jit-compiled once)."""
+    fn, params = lower_graph(graph, all_tensors=True)
+    jitted = jax.jit(fn)
+    return [jax.tree_util.tree_map(np.asarray, jitted(params, *xs)) for xs in samples]
+
+
+@dataclass
+class TensorDiff:
+    name: str
+    max_abs_error: float
+    scale: float
+    rel_error: float
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    tolerance: float
+    samples: int
+    max_abs_error: float
+    max_rel_error: float
+    outputs: list[TensorDiff]
+    compared_tensors: int
+    first_divergent: TensorDiff | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "equivalent" if self.ok else "NOT equivalent"
+        line = (f"{verdict}: max error {self.max_abs_error:.3g} abs, {self.max_rel_error:.3g} of the output scale "
+                f"(tolerance {self.tolerance:g}), {len(self.outputs)} output(s), {self.compared_tensors} shared "
+                f"tensor(s), {self.samples} sample(s)")
+        if self.first_divergent is not None:
+            d = self.first_divergent
+            line += f"; first divergent tensor '{d.name}' (error {d.rel_error:.3g} of its scale)"
+        return line
+
+
+def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
+            tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
+            reference_values: list[dict] | None = None) -> VerifyReport:
+    """Run both models through JAX and compare outputs (by position) and every tensor the
+    two share by name. `reference_values` may carry an earlier evaluate_all of `reference`."""
+    ga, gb = reference.main, candidate.main
+    if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
+        raise ValueError("the models have different inputs: "
+                         f"{[list(t.shape) for t in ga.inputs]} vs {[list(t.shape) for t in gb.inputs]}")
+    if len(ga.outputs) != len(gb.outputs):
+        raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
+    if samples is None:
+        samples = random_inputs(ga, num_samples, seed)
+    values_a = reference_values if reference_values is not None else evaluate_all(ga, samples)
+    values_b = evaluate_all(gb, samples)
+    keys_a, keys_b = tensor_keys(ga), tensor_keys(gb)
+
+    outputs = []
+    for ta, tb in zip(ga.outputs, gb.outputs):
+        worst = TensorDiff(ta.name, 0.0, 0.0, 0.0)
+        for va, vb in zip(values_a, values_b):
+            abs_err, scale, rel = relative_error(va[keys_a[id(ta)]], vb[keys_b[id(tb)]])
+            if rel >= worst.rel_error:
+                worst = TensorDiff(ta.name, abs_err, scale, rel)
+        outputs.append(worst)
+
+    # Shared tensors, in the reference's execution order: the first one off is where it went wrong.
+    names_b = {keys_b[id(t)] for t in gb.tensors if id(t) in keys_b}
+    order = [t for op in ga.ops for t in op.outputs]
+    first = None
+    compared = 0
+    for t in order:
+        key = keys_a.get(id(t))
+        if key is None or key not in names_b or key not in values_a[0] or key not in values_b[0]:
+            continue
+        compared += 1
+        if first is not None:
+            continue
+        for va, vb in zip(values_a, values_b):
+            abs_err, scale, rel = relative_error(va[key], vb[key])
+            if rel > tolerance:
+                first = TensorDiff(t.name, abs_err, scale, rel)
+                break
+    max_abs = max((o.max_abs_error for o in outputs), default=0.0)
+    max_rel = max((o.rel_error for o in outputs), default=0.0)
+    return VerifyReport(ok=max_rel <= tolerance and first is None, tolerance=tolerance, samples=len(samples),
+                        max_abs_error=max_abs, max_rel_error=max_rel, outputs=outputs,
+                        compared_tensors=compared, first_divergent=first)
+
+
+def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
+                 samples: list[list[np.ndarray]]) -> float:
+    """Largest relative error over `observed` between two versions of a region, each a
+    Graph of ops reading `frontier`; both run in one jit-compiled function."""
+    f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
+    f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
+    both = jax.jit(lambda pb, pa, *xs: (f_before(pb, *xs), f_after(pa, *xs)))
+    worst = 0.0
+    for xs in samples:
+        out_before, out_after = both(p_before, p_after, *xs)
+        for a, b in zip(out_before, out_after):
+            worst = max(worst, relative_error(np.asarray(a), np.asarray(b))[2])
+    return worst

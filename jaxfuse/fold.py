@@ -1,0 +1,117 @@
+"""Pure parameter rules for folding per-channel scales and shifts into weights.
+
+Every function here is a side-effect-free expression of arrays. Called with NumPy
+float64 arrays (as the passes do) they compute the folded parameters exactly once in
+double precision; called with JAX arrays they can be jit-ed, vmapped and differentiated
+(fold-aware research: re-derive fused weights after a fine-tuning step).
+
+Layouts (TFLite): CONV_2D filter [O,KH,KW,I]; DEPTHWISE_CONV_2D filter [1,KH,KW,C*M]
+(output channel c*M+m reads input channel c); TRANSPOSE_CONV filter [O,KH,KW,I] with
+O the output channels; FULLY_CONNECTED weights [O,I].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+OUTPUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "TRANSPOSE_CONV": 0, "FULLY_CONNECTED": 0}
+INPUT_AXIS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "TRANSPOSE_CONV": 3, "FULLY_CONNECTED": 1}
+
+
+def _xp(*arrays):
+    """NumPy for NumPy inputs, jax.numpy as soon as one input is a JAX array or tracer."""
+    if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays):
+        return np
+    import jax.numpy as jnp
+    return jnp
+
+
+def _along(vector, axis: int, ndim: int):
+    shape = [1] * ndim
+    shape[axis] = -1
+    return vector.reshape(shape)
+
+
+def fold_output_affine(kind: str, weights, bias, scale, shift):
+    """op(x) * scale + shift == op'(x) with W' = W*scale (per output channel), b' = b*scale + shift.
+
+    Valid for CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED without a
+    fused activation. `bias` may be None (treated as zeros); `scale`/`shift` may be None.
+    """
+    xp = _xp(weights, *(a for a in (bias, scale, shift) if a is not None))
+    out_channels = weights.shape[OUTPUT_AXIS[kind]]
+    bias = xp.zeros(out_channels, weights.dtype) if bias is None else bias
+    if scale is not None:
+        weights = weights * _along(scale, OUTPUT_AXIS[kind], weights.ndim)
+        bias = bias * scale
+    if shift is not None:
+        bias = bias + shift
+    return weights, bias
+
+
+def scale_input_channels(kind: str, weights, scale, input_shape=None):
+    """op(x * scale) == op'(x) with W' = W scaled along its input channels.
+
+    For DEPTHWISE_CONV_2D, output channel c*M+m reads input channel c. For a
+    FULLY_CONNECTED fed by a flattened [.., C] tensor, the scale repeats every C columns.
+    """
+    xp = _xp(weights, scale)
+    columns = weights.shape[INPUT_AXIS[kind]]
+    repeat = columns // scale.shape[0]
+    if kind == "DEPTHWISE_CONV_2D":
+        per_column = xp.repeat(scale, repeat)      # c*M+m -> scale[c]
+    else:
+        per_column = xp.tile(scale, repeat)        # flattened (..., c) -> scale[c]
+    return weights * _along(per_column, INPUT_AXIS[kind], weights.ndim)
+
+
+def input_shift_to_bias(kind: str, weights, bias, shift):
+    """op(x + shift) == op(x) + delta for an op that sees no padding: returns b + delta.
+
+    delta[o] = sum over the window and input channels of W[o, ..., c] * shift[c]
+    (for DEPTHWISE_CONV_2D: sum over the window of W[..., c*M+m] * shift[c]).
+    """
+    xp = _xp(weights, bias, shift) if bias is not None else _xp(weights, shift)
+    if kind == "DEPTHWISE_CONV_2D":
+        per_column = xp.repeat(shift, weights.shape[3] // shift.shape[0])
+        delta = (weights * per_column).sum(axis=(0, 1, 2))
+    elif kind == "FULLY_CONNECTED":
+        per_column = xp.tile(shift, weights.shape[1] // shift.shape[0])
+        delta = weights @ per_column
+    else:  # CONV_2D, TRANSPOSE_CONV never reach here without padding checks by the caller
+        delta = (weights * shift).sum(axis=(1, 2, 3))
+    return delta if bias is None else bias + delta
+
+
+def preactivation_split(gamma, beta, *, shift_backward, scale_forward, through_relu, keep=None, constant=None):
+    """Split act(gamma*x + beta) into k * act(m * (x + d) + a), channel by channel.
+
+    For k > 0 (any k != 0 when act is the identity) both sides are equal whenever
+    k*m == gamma and k*(m*d + a) == beta. Returns (k, d, m, a):
+      k: folded FORWARD into every consumer's input channels (1 where scale_forward is False);
+      d: folded BACKWARD into the producer's bias (0 where shift_backward is False);
+      m, a: what stays in the graph (m == 1 and a == 0 everywhere: only the activation stays).
+    With a ReLU, k = |gamma| and m = sign(gamma); without one (through_relu False), k = gamma.
+    Channels in `keep` (boolean mask) stay exactly as they were: k=1, d=0, m=gamma, a=beta.
+    Zero gammas stay as m=0, a=beta (the channel is the constant act(beta)), unless marked in
+    `constant`: then k=0, m=1, a=0 and the caller adds act(beta)'s contribution to the
+    consumers' biases itself (valid only where no consumer sees padding).
+    """
+    xp = _xp(gamma, beta)
+    nonzero = gamma != 0
+    if keep is not None:
+        nonzero = nonzero & ~keep
+    safe_gamma = xp.where(nonzero, gamma, 1)
+    if scale_forward:
+        k = xp.where(nonzero, xp.abs(safe_gamma) if through_relu else safe_gamma, 1)
+    else:
+        k = xp.ones_like(gamma)
+    shifted = nonzero if shift_backward else xp.zeros_like(nonzero)
+    d = xp.where(shifted, beta / safe_gamma, 0)
+    m = xp.where(nonzero, gamma / k, gamma)       # exactly +-1 or 1 where folded
+    a = xp.where(shifted, 0, beta / k)
+    if constant is not None:
+        k = xp.where(constant, 0, k)
+        m = xp.where(constant, 1, m)
+        a = xp.where(constant, 0, a)
+        d = xp.where(constant, 0, d)
+    return k, d, m, a

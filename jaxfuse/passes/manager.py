@@ -1,0 +1,310 @@
+"""Run passes to a fixed point, proving every single rewrite as it is applied.
+
+For each Rewrite a pass proposes:
+  1. snapshot the graph (op wiring, options, constants: cheap, buffers are immutable);
+  2. copy the region's ops as they are (the BEFORE function);
+  3. apply the surgery (the AFTER region = surviving region ops + ops it added);
+  4. jit both regions into one function, feed the region's frontier tensors recorded
+     activations of the original model and standard-normal samples (negative values,
+     every padding border of the real shapes), compare every tensor the region hands to
+     the rest of the graph;
+  5. keep it if the largest error is within tolerance, else restore the snapshot and
+     report the rollback. Nothing half-applied survives.
+After all passes, the whole optimized model is compared with the original.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..ir import Graph, Model, Op, Tensor
+from ..lower import tensor_keys
+from .. import equivalence
+from .base import PASSES, Pass, Refusal, Rewrite
+
+MAX_ROUNDS = 10
+
+
+@dataclass
+class PassReport:
+    fused: int = 0
+    refused: dict[str, list[str]] = field(default_factory=dict)   # reason -> where
+    rolled_back: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class OptimizationReport:
+    passes: dict[str, PassReport]
+    ops_before: int
+    ops_after: int
+    histogram_before: dict[str, int]
+    histogram_after: dict[str, int]
+    rewrites: list[dict]
+    max_rewrite_error: float
+    verification: equivalence.VerifyReport | None
+    timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format_text(self) -> str:
+        lines = []
+        idle = [name for name, pr in self.passes.items() if not (pr.fused or pr.refused or pr.rolled_back)]
+        for name, pr in self.passes.items():
+            if name in idle:
+                continue
+            refused = sum(len(w) for w in pr.refused.values())
+            lines.append(f"  {name}: {pr.fused} fused, {refused} refused, {len(pr.rolled_back)} rolled back")
+            for reason, where in sorted(pr.refused.items()):
+                sample = ", ".join(f"'{w}'" for w in where[:2]) + (" ..." if len(where) > 2 else "")
+                lines.append(f"      refused x{len(where)}: {reason} ({sample})")
+            for rb in pr.rolled_back:
+                lines.append(f"      rolled back at '{rb['where']}': {rb['error']}")
+        if idle:
+            lines.append(f"  nothing matched: {', '.join(idle)}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        lines.append(f"  ops: {self.ops_before} -> {self.ops_after}")
+        lines.append(f"  largest error of any rewrite: {self.max_rewrite_error:.3g} of the tensor's scale")
+        if self.verification is not None:
+            lines.append(f"  whole model: {self.verification.summary()}")
+        else:
+            lines.append("  whole model: not verified (--no-verify)")
+        return "\n".join(lines)
+
+
+def resolve_passes(passes) -> list[Pass]:
+    from . import DEFAULT_PIPELINE
+    if passes is None:
+        passes = DEFAULT_PIPELINE
+    resolved = []
+    for p in passes:
+        if isinstance(p, Pass):
+            resolved.append(p)
+        elif p in PASSES:
+            resolved.append(PASSES[p])
+        else:
+            raise ValueError(f"unknown pass '{p}' (known: {', '.join(sorted(PASSES))})")
+    return resolved
+
+
+def _quantized_tensor(model: Model) -> Tensor | None:
+    for g in model.graphs:
+        for t in g.tensors:
+            if t.is_quantized:
+                return t
+    return None
+
+
+class _Snapshot:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.lists = (list(graph.ops), list(graph.tensors), list(graph.inputs), list(graph.outputs))
+        self.ops = [(op, list(op.inputs), list(op.outputs), op.options_type, copy.deepcopy(op.options), op.opcode)
+                    for op in graph.ops]
+        self.tensors = [(t, t.buffer, t.shape, t.shape_signature, t.name, t.type) for t in graph.tensors]
+
+    def restore(self) -> None:
+        g = self.graph
+        g.ops, g.tensors, g.inputs, g.outputs = (list(x) for x in self.lists)
+        for op, inputs, outputs, options_type, options, opcode in self.ops:
+            op.inputs, op.outputs, op.options_type, op.options, op.opcode = inputs, outputs, options_type, options, opcode
+        for t, buffer, shape, signature, name, type_ in self.tensors:
+            t.buffer, t.shape, t.shape_signature, t.name, t.type = buffer, shape, signature, name, type_
+
+
+def _region_graph(ops: list[Op], freeze_constants: bool) -> Graph:
+    """A Graph holding just `ops`; with freeze_constants, ops and constant tensors are
+    copied so later surgery on the real graph cannot change this one."""
+    if freeze_constants:
+        clones: dict[int, Tensor] = {}
+
+        def frozen(t):
+            if t is None or not t.is_constant:
+                return t
+            if id(t) not in clones:
+                clones[id(t)] = copy.copy(t)
+            return clones[id(t)]
+
+        ops = [Op(op.opcode, [frozen(t) for t in op.inputs], list(op.outputs), op.options_type,
+                  copy.deepcopy(op.options), dict(op.extra)) for op in ops]
+    tensors, seen = [], set()
+    for op in ops:
+        for t in [*op.inputs, *op.outputs]:
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+    return Graph(tensors, ops).toposort()
+
+
+def _boundary(region_ops: list[Op], graph: Graph) -> tuple[list[Tensor], list[Tensor]]:
+    """(frontier, observed): activations the region reads from outside, and the tensors it
+    produces that something outside the region (or the graph output list) reads."""
+    in_region = {id(op) for op in region_ops}
+    produced = {id(t): t for op in region_ops for t in op.outputs}
+    frontier, seen = [], set()
+    for op in region_ops:
+        for t in op.inputs:
+            if t is not None and not t.is_constant and id(t) not in produced and id(t) not in seen:
+                seen.add(id(t))
+                frontier.append(t)
+    read_outside = {id(t) for op in graph.ops if id(op) not in in_region for t in op.inputs if t is not None}
+    read_outside |= {id(t) for t in graph.outputs}
+    observed = [t for k, t in produced.items() if k in read_outside]
+    return frontier, observed
+
+
+class _Optimizer:
+    def __init__(self, model: Model, passes: list[Pass], local_tolerance: float, recorded: dict[int, np.ndarray],
+                 seed: int):
+        self.model = model
+        self.passes = passes
+        self.local_tolerance = local_tolerance
+        self.recorded = recorded
+        self.rng = np.random.default_rng(seed)
+        self.reports = {p.name: PassReport() for p in passes}
+        self.rewrites: list[dict] = []
+        self.max_error = 0.0
+
+    def _samples(self, frontier: list[Tensor]) -> list[list[np.ndarray]]:
+        random_sample = [equivalence.random_input(t, self.rng) for t in frontier]
+        samples = [random_sample]
+        if frontier and all(id(t) in self.recorded for t in frontier):
+            samples.insert(0, [self.recorded[id(t)] for t in frontier])
+        return samples
+
+    def try_rewrite(self, graph: Graph, rewrite: Rewrite) -> tuple[bool, float, str]:
+        snapshot = _Snapshot(graph)
+        ops_before = {id(op) for op in graph.ops}
+        region_ids = {id(op) for op in rewrite.region}
+        before = _region_graph(rewrite.region, freeze_constants=True)
+        frontier, observed = _boundary(rewrite.region, graph)
+        try:
+            rewrite.apply()
+            after_ops = [op for op in graph.ops if id(op) in region_ids or id(op) not in ops_before]
+            after = _region_graph(after_ops, freeze_constants=False)
+            produced_after = {id(t) for op in after_ops for t in op.outputs}
+            lost = [t for t in observed if id(t) not in produced_after]
+            if lost:
+                raise _RewriteInvalid(f"the rewrite no longer produces '{lost[0].name}', which other ops read")
+            after_frontier, _ = _boundary(after_ops, graph)
+            known = {id(t) for t in frontier}
+            new_reads = [t for t in after_frontier if id(t) not in known]
+            if new_reads:
+                raise _RewriteInvalid(f"the rewrite reads '{new_reads[0].name}' from outside its region")
+            graph.validate()
+            error = equivalence.check_region(before, after, frontier, observed, self._samples(frontier)) \
+                if observed else 0.0
+        except _RewriteInvalid as e:
+            snapshot.restore()
+            return False, float("inf"), str(e)
+        except Exception as e:  # surgery or lowering of the region failed: never keep it
+            snapshot.restore()
+            return False, float("inf"), f"{type(e).__name__}: {e}"
+        if not error <= self.local_tolerance:
+            snapshot.restore()
+            return False, error, (f"check failed: error {error:.3g} of the tensor's scale "
+                                  f"> tolerance {self.local_tolerance:g}")
+        return True, error, ""
+
+    def run_pass(self, graph: Graph, p: Pass, failed: set) -> int:
+        report = self.reports[p.name]
+        refusals: dict[str, list[str]] = {}
+        applied = 0
+        budget = 4 * len(graph.ops) + 100  # a pass that keeps proposing after success must not spin forever
+        progress = True
+        while progress and applied < budget:
+            progress = False
+            for proposal in p.propose(graph):
+                if isinstance(proposal, Refusal):
+                    where = refusals.setdefault(proposal.reason, [])
+                    if proposal.where not in where:
+                        where.append(proposal.where)
+                    continue
+                if (p.name, proposal.key) in failed:
+                    continue
+                ok, error, why = self.try_rewrite(graph, proposal)
+                if ok:
+                    applied += 1
+                    self.max_error = max(self.max_error, error)
+                    self.rewrites.append({"pass": p.name, "where": proposal.where, "summary": proposal.summary,
+                                          "error": error, **proposal.details})
+                    progress = True
+                    refusals = {}  # the graph changed: what was refused is matched again
+                    break
+                failed.add((p.name, proposal.key))
+                report.rolled_back.append({"where": proposal.where, "summary": proposal.summary, "error": why})
+        report.fused += applied
+        report.refused = refusals
+        return applied
+
+    def run(self) -> None:
+        failed: set = set()
+        for graph in self.model.graphs[:1]:  # passes work on the main graph (subgraphs are left as they are)
+            for _ in range(MAX_ROUNDS):
+                if sum(self.run_pass(graph, p, failed) for p in self.passes) == 0:
+                    break
+            graph.cleanup().toposort()
+
+
+def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[list[np.ndarray]] | None = None,
+             tolerance: float = equivalence.DEFAULT_TOLERANCE,
+             local_tolerance: float = equivalence.DEFAULT_LOCAL_TOLERANCE, seed: int = 0):
+    """Return (optimized copy of `model`, OptimizationReport). The input model is not changed.
+
+    passes: names or Pass instances, default: every exact pass (DEFAULT_PIPELINE).
+    verify: compare the whole optimized model with the original at the end; a mismatch
+    raises VerificationError (whose .report has the details).
+    inputs: samples for the whole-model check (default: `2` seeded random samples).
+    """
+    pass_list = resolve_passes(passes)
+    timings = {}
+    original = model
+    model = model.copy()
+    hist_before = model.op_histogram()
+    ops_before = sum(hist_before.values())
+    notes = []
+    quantized = _quantized_tensor(model)
+    requested = pass_list
+    if quantized is not None:
+        notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
+        pass_list = []
+
+    samples = inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed)
+    reference_values = None
+    recorded: dict[int, np.ndarray] = {}
+    if pass_list:
+        t = time.perf_counter()
+        reference_values = equivalence.evaluate_all(original.main, samples)
+        keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
+        by_key = reference_values[0]
+        recorded = {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
+        timings["reference_run"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    optimizer = _Optimizer(model, pass_list, local_tolerance, recorded, seed)
+    optimizer.run()
+    reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
+    timings["passes"] = time.perf_counter() - t
+
+    verification = None
+    if verify and pass_list:
+        t = time.perf_counter()
+        verification = equivalence.compare(original, model, samples, tolerance=tolerance,
+                                       reference_values=reference_values)
+        timings["whole_model_check"] = time.perf_counter() - t
+    hist_after = model.op_histogram()
+    report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
+                                optimizer.rewrites, optimizer.max_error, verification, timings, notes)
+    if verification is not None and not verification.ok:
+        raise equivalence.VerificationError(f"optimized model does not match the original: {verification.summary()}",
+                                        report)
+    return model, report
+
+
+class _RewriteInvalid(Exception):
+    pass

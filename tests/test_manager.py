@@ -1,0 +1,112 @@
+"""The pass manager's guarantees: a wrong rewrite is rolled back, nothing half-applied
+survives, and whole-model verification names where two models diverge."""
+import numpy as np
+import pytest
+
+import jaxfuse
+from jaxfuse.builder import ModelBuilder
+from jaxfuse.equivalence import VerificationError, compare
+from jaxfuse.passes import PASSES, Pass, Rewrite, optimize, register_pass
+
+
+def conv_chain_model():
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    x = b.input("x", [1, 6, 6, 3])
+    w1 = b.const("w1", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    h = b.op("CONV_2D", [x, w1, b.const("b1", np.zeros(4, np.float32))], {"fusedActivationFunction": 1}, name="h")
+    w2 = b.const("w2", rng.standard_normal((2, 1, 1, 4)).astype(np.float32))
+    y = b.op("CONV_2D", [h, w2, b.const("b2", np.ones(2, np.float32))], name="y")
+    b.output(y)
+    return b.build()
+
+
+class DoubleTheWeights(Pass):
+    """A deliberately wrong rewrite: scales the first conv's filter by 2."""
+    name = "test_double_the_weights"
+
+    def __init__(self):
+        self.applied = False  # only reachable when the check is disabled
+
+    def propose(self, graph):
+        conv = graph.ops[0]
+        if self.applied:
+            return
+
+        def apply():
+            graph.private_input(conv, 1).set_data(conv.inputs[1].data * 2)
+            self.applied = True
+
+        yield Rewrite(key=("double",), where=conv.outputs[0].name, region=[conv], apply=apply, summary="x2")
+
+
+class BreakTheWiring(Pass):
+    """A rewrite whose surgery leaves the graph invalid (an op reads a tensor nothing makes)."""
+    name = "test_break_the_wiring"
+
+    def propose(self, graph):
+        conv = graph.ops[1]
+
+        def apply():
+            graph.remove_op(graph.ops[0])
+
+        yield Rewrite(key=("break",), where="y", region=[conv], apply=apply)
+
+
+@pytest.mark.parametrize("bad_pass", [DoubleTheWeights(), BreakTheWiring()])
+def test_wrong_rewrite_is_rolled_back(bad_pass):
+    model = conv_chain_model()
+    optimized, report = optimize(model, [bad_pass])
+    rolled = report.passes[bad_pass.name].rolled_back
+    assert report.passes[bad_pass.name].fused == 0 and len(rolled) == 1
+    assert [op.type for op in optimized.main.ops] == ["CONV_2D", "CONV_2D"]
+    for t0, t1 in zip(model.main.tensors, optimized.main.tensors):
+        assert t0.name == t1.name
+        if t0.is_constant:
+            np.testing.assert_array_equal(t0.data, t1.data)
+    assert report.verification.ok and report.verification.max_rel_error == 0.0
+
+
+def test_wrong_rewrite_error_is_reported():
+    _, report = optimize(conv_chain_model(), [DoubleTheWeights()])
+    assert "check failed" in report.passes["test_double_the_weights"].rolled_back[0]["error"]
+
+
+def test_verify_names_first_divergent_tensor():
+    a = conv_chain_model()
+    b = a.copy()
+    conv = b.main.ops[0]
+    b.main.private_input(conv, 2).set_data(np.full(4, 0.5, np.float32))
+    report = compare(a, b)
+    assert not report.ok
+    assert report.first_divergent.name == "h"
+    assert report.max_rel_error > 1e-3
+    assert jaxfuse.verify(a, a.copy()).ok
+
+
+def test_whole_model_failure_raises_with_report(monkeypatch):
+    # Make the local check blind, so only the final whole-model check can catch the bad rewrite.
+    import jaxfuse.equivalence as eq
+    monkeypatch.setattr(eq, "check_region", lambda *args, **kw: 0.0)
+    with pytest.raises(VerificationError) as info:
+        optimize(conv_chain_model(), [DoubleTheWeights()])
+    assert info.value.report.verification.first_divergent.name == "h"
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError, match="registered twice"):
+        @register_pass
+        class Again(Pass):
+            name = "fuse_preactivation_batchnorm"
+    with pytest.raises(ValueError, match="unknown pass 'no_such_pass'"):
+        optimize(conv_chain_model(), ["no_such_pass"])
+    assert "fuse_preactivation_batchnorm" in PASSES
+
+
+def test_quantized_models_are_left_untouched():
+    model = conv_chain_model()
+    model.main.tensors[1].quantization = jaxfuse.Quantization(scale=np.array([0.1], np.float32),
+                                                              zero_point=np.array([0]))
+    optimized, report = optimize(model)
+    assert report.ops_after == report.ops_before
+    assert any("quantized" in note for note in report.notes)
