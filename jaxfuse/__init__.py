@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 def lower(model, graph_index: int = 0):
     """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs)."""
-    from .lower import lower as _lower
+    from .lowering import lower as _lower
     return _lower(model, graph_index)
 
 

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from .ir import Graph, Model, Op, OpCode, Tensor
-from .lower.core import RULES, Ctx, apply_rule
+from .lowering.core import RULES, Ctx, apply_rule
 from .schema import BUILTIN_CODES, DTYPE_TO_TENSOR_TYPE, TENSOR_TYPES, option_defaults
 
 _STRIDE_1 = {"strideW": 1, "strideH": 1}

@@ -402,7 +402,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
     import jax  # deferred: jax is slow to import and only run needs it
 
-    from .lower import LoweringError, lower
+    from .lowering import LoweringError, lower
     try:
         fn, params = lower(model)
         outputs = jax.jit(fn)(params, *inputs)  # tracing may reject an op too
@@ -461,7 +461,7 @@ def _run_optimize(args: argparse.Namespace) -> int:
     if not tolerance > 0:
         raise CLIError(f"--tolerance must be positive, got {args.tolerance}")
 
-    from .lower import LoweringError
+    from .lowering import LoweringError
     failed = None
     try:
         optimized, report = optimize(model, args.passes or DEFAULT_PIPELINE, verify=not args.no_verify,
@@ -518,7 +518,7 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_verify(args: argparse.Namespace) -> int:
     from .equivalence import DEFAULT_TOLERANCE, compare
-    from .lower import LoweringError
+    from .lowering import LoweringError
 
     a = _validated(_load(args.model_a), args.model_a)
     b = _validated(_load(args.model_b), args.model_b)
@@ -565,7 +565,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     import jax
 
     from .benchmark import interleaved, summarize, xla_runner
-    from .lower import LoweringError
+    from .lowering import LoweringError
     try:
         device = jax.devices(args.device)[0]
     except RuntimeError:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from .ir import Graph, Model, Tensor
-from .lower import lower_graph, tensor_keys
+from .lowering import lower_graph, tensor_keys
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale

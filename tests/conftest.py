@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jaxfuse
-from jaxfuse.lower import lower
+from jaxfuse.lowering import lower
 
 
 @pytest.fixture

@@ -56,9 +56,9 @@ def assert_one_line_error(code, err, *fragments):
 
 def lower_or_skip():
     try:
-        from jaxfuse.lower import lower
+        from jaxfuse.lowering import lower
     except ImportError:
-        pytest.skip("jaxfuse.lower is not available yet")
+        pytest.skip("jaxfuse.lowering is not available yet")
     return lower
 
 

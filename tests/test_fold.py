@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from jaxfuse import fold
 from jaxfuse.builder import ModelBuilder
-from jaxfuse.lower import lower
+from jaxfuse.lowering import lower
 
 KINDS = ["CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED"]
 C_IN, MULT, C_OUT, STRIDE = 3, 2, 4, 2

@@ -177,7 +177,7 @@ def case_id(case):
 
 
 def jax_reference(original, xs):
-    from jaxfuse.lower import lower
+    from jaxfuse.lowering import lower
     import jax
     fn, params = lower(original)
     return [np.asarray(y) for y in jax.jit(fn)(params, *xs)]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..ir import Graph, Model, Op, Tensor
-from ..lower import tensor_keys
+from ..lowering import tensor_keys
 from .. import equivalence
 from .base import PASSES, Pass, Refusal, Rewrite
 

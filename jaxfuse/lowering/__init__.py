@@ -4,14 +4,7 @@
     outputs = jax.jit(fn)(params, x)   # tuple in graph-output order
 
 One rule per builtin op, registered with `@register("OP")` in the modules below.
-
-`jaxfuse.lower` names both this package and the top-level function `jaxfuse.lower(model)`;
-importing the package rebinds the attribute to the package, so the package itself is
-callable and does the same as `lower(model)`.
 """
-import sys
-import types
-
 from . import array, elementwise, nn, reduce  # noqa: F401  (the rule modules register themselves)
 from .activation import apply_activation
 from .core import RULES, Ctx, LoweringError, lower, lower_graph, register, supported_ops, tensor_keys
@@ -19,10 +12,3 @@ from .core import RULES, Ctx, LoweringError, lower, lower_graph, register, suppo
 __all__ = ["RULES", "Ctx", "LoweringError", "apply_activation", "lower", "lower_graph", "register",
            "supported_ops", "tensor_keys"]
 
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, model, graph_index: int = 0):
-        return lower(model, graph_index)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
