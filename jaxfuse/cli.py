@@ -624,7 +624,7 @@ register(Command(
     "Read INPUT, run fusion passes (default: every exact pass, repeated until nothing changes),\n"
     "and write the optimized model to OUTPUT (.circle -> CIR0, .tflite -> TFL3).\n\n"
     "Every single rewrite is checked as it is applied: the affected region before and after is\n"
-    "jit-compiled and run on recorded activations and random inputs; a rewrite whose error\n"
+    "jit-compiled and run on random inputs shaped like the original's activations; a rewrite whose error\n"
     "exceeds 1e-5 of the tensor's scale is rolled back and reported. At the end the whole\n"
     "optimized model is compared with the original (unless --no-verify); if they differ, nothing\n"
     "is written and the exit status is 1.\n\n"

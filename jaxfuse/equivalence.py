@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .ir import Graph, Model, Tensor
@@ -80,11 +81,21 @@ def inputs_from_npz(graph: Graph, arrays: dict) -> list[list[np.ndarray]]:
     return [[b[i] for b in batches] for i in range(count)]
 
 
-def evaluate_all(graph: Graph, samples: list[list[np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Every non-constant tensor of `graph` for each sample, keyed by tensor key (jit-compiled once)."""
+def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{tensor key: (mean, std) per channel (last axis)} of every float tensor of `graph` on
+    one sample, computed inside one jit so that no activation is kept."""
     fn, params = lower_graph(graph, all_tensors=True)
-    jitted = jax.jit(fn)
-    return [jax.tree_util.tree_map(np.asarray, jitted(params, *xs)) for xs in samples]
+
+    def stats(params, *xs):
+        out = {}
+        for key, value in fn(params, *xs).items():
+            if jnp.issubdtype(value.dtype, jnp.floating) and value.ndim >= 1:
+                axes = tuple(range(value.ndim - 1))
+                v = value.astype(jnp.float32)
+                out[key] = (jnp.mean(v, axis=axes), jnp.std(v, axis=axes))
+        return out
+
+    return jax.tree_util.tree_map(np.asarray, jax.jit(stats)(params, *sample))
 
 
 @dataclass
@@ -122,10 +133,10 @@ class VerifyReport:
 
 
 def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
-            tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
-            reference_values: list[dict] | None = None) -> VerifyReport:
+            tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
-    two share by name. `reference_values` may carry an earlier evaluate_all of `reference`."""
+    two share by name. Both run inside one jit-compiled function that returns only error
+    statistics, so no activation is kept and constants the two share are on the device once."""
     ga, gb = reference.main, candidate.main
     if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
         raise ValueError("the models have different inputs: "
@@ -134,41 +145,52 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
     if samples is None:
         samples = random_inputs(ga, num_samples, seed)
-    values_a = reference_values if reference_values is not None else evaluate_all(ga, samples)
-    values_b = evaluate_all(gb, samples)
     keys_a, keys_b = tensor_keys(ga), tensor_keys(gb)
+    by_key_b = {keys_b[id(t)]: t for t in gb.tensors}
+    order = [t for op in ga.ops for t in op.outputs]  # the reference's execution order
+    shared = [(keys_a[id(t)], t) for t in order
+              if keys_a[id(t)] in by_key_b and not by_key_b[keys_a[id(t)]].is_constant]
+    mismatched = [name for name, t in shared if tuple(by_key_b[name].shape) != tuple(t.shape)]
+    pairs = [(f"out{i}", keys_a[id(ta)], keys_b[id(tb)]) for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))]
+    pairs += [(name, name, name) for name, _ in shared if name not in mismatched]
+
+    cache: dict = {}
+    fa, pa = lower_graph(ga, all_tensors=True, param_cache=cache)
+    fb, pb = lower_graph(gb, all_tensors=True, param_cache=cache)
+
+    def errors(pa, pb, *xs):
+        va, vb = fa(pa, *xs), fb(pb, *xs)
+        out = {}
+        for label, ka, kb in pairs:
+            a, b = va[ka].astype(jnp.float32), vb[kb].astype(jnp.float32)
+            if a.shape == b.shape:
+                out[label] = (jnp.max(jnp.abs(a - b), initial=0.0), jnp.max(jnp.abs(a), initial=0.0))
+        return out
+
+    jitted = jax.jit(errors)
+    worst: dict[str, tuple[float, float, float]] = {}
+    for xs in samples:
+        for label, (abs_err, scale) in jitted(pa, pb, *xs).items():
+            abs_err, scale = float(abs_err), float(scale)
+            rel = 0.0 if abs_err == 0 else abs_err / max(scale, np.finfo(np.float32).tiny)
+            if label not in worst or rel > worst[label][2]:
+                worst[label] = (abs_err, scale, rel)
 
     outputs = []
-    for ta, tb in zip(ga.outputs, gb.outputs):
-        worst = TensorDiff(ta.name, 0.0, 0.0, 0.0)
-        for va, vb in zip(values_a, values_b):
-            abs_err, scale, rel = relative_error(va[keys_a[id(ta)]], vb[keys_b[id(tb)]])
-            if rel >= worst.rel_error:
-                worst = TensorDiff(ta.name, abs_err, scale, rel)
-        outputs.append(worst)
-
-    # Shared tensors, in the reference's execution order: the first one off is where it went wrong.
-    names_b = {keys_b[id(t)] for t in gb.tensors if id(t) in keys_b}
-    order = [t for op in ga.ops for t in op.outputs]
+    for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs)):
+        abs_err, scale, rel = worst.get(f"out{i}", (float("inf"), 0.0, float("inf")))  # absent: shapes differ
+        outputs.append(TensorDiff(ta.name, abs_err, scale, rel))
     first = None
-    compared = 0
-    for t in order:
-        key = keys_a.get(id(t))
-        if key is None or key not in names_b or key not in values_a[0] or key not in values_b[0]:
-            continue
-        compared += 1
-        if first is not None:
-            continue
-        for va, vb in zip(values_a, values_b):
-            abs_err, scale, rel = relative_error(va[key], vb[key])
-            if rel > tolerance:
-                first = TensorDiff(t.name, abs_err, scale, rel)
-                break
+    for name, t in shared:
+        abs_err, scale, rel = worst.get(name, (float("inf"), 0.0, float("inf")))
+        if rel > tolerance:
+            first = TensorDiff(t.name, abs_err, scale, rel)
+            break
     max_abs = max((o.max_abs_error for o in outputs), default=0.0)
     max_rel = max((o.rel_error for o in outputs), default=0.0)
     return VerifyReport(ok=max_rel <= tolerance and first is None, tolerance=tolerance, samples=len(samples),
                         max_abs_error=max_abs, max_rel_error=max_rel, outputs=outputs,
-                        compared_tensors=compared, first_divergent=first)
+                        compared_tensors=len(shared), first_divergent=first)
 
 
 def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
