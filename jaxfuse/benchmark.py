@@ -93,8 +93,10 @@ def interleaved(runners: dict[str, Runner], rounds: int, warmup: int = 3, reps: 
 class Timing:
     median_s: float
     ratio_median: float      # median over rounds of time / baseline time (1.0 for the baseline)
-    ratio_q1: float
+    ratio_q1: float          # interquartile range of the per-round ratios: the machine's noise
     ratio_q3: float
+    ratio_ci_low: float      # 95% bootstrap interval of the median ratio: how well it is known
+    ratio_ci_high: float
 
     @property
     def ratio_iqr(self) -> float:
@@ -106,9 +108,12 @@ class Timing:
 
 def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, Timing]:
     base = np.asarray(times[baseline])
+    rng = np.random.default_rng(0)
     out = {}
     for name, values in times.items():
         ratios = np.asarray(values) / base
         q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-        out[name] = Timing(float(np.median(values)), float(med), float(q1), float(q3))
+        medians = np.median(rng.choice(ratios, size=(2000, ratios.size)), axis=1)
+        low, high = np.percentile(medians, [2.5, 97.5])
+        out[name] = Timing(float(np.median(values)), float(med), float(q1), float(q3), float(low), float(high))
     return out

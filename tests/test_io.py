@@ -70,7 +70,6 @@ def test_round_trip_keeps_structure_and_constants(path, ext, tmp_path):
 
 
 def test_offset_fixture_really_uses_offsets():
-    import struct
     from circle_schema.v0_10 import circle
     data = (MODELS / "resnet50v2_tiny_offsets.tflite").read_bytes()
     raw = circle.Model.Model.GetRootAs(data, 0)

@@ -3,7 +3,6 @@ the pass claims to handle, each refusal, and numerics against LiteRT and onert."
 import numpy as np
 import pytest
 
-import jaxfuse
 from jaxfuse.builder import ModelBuilder
 from jaxfuse.passes import optimize
 from reference import relative_error, requires_onert, run_litert, run_onert

@@ -20,6 +20,18 @@ def is_float(t: Tensor | None) -> bool:
     return t is not None and t.dtype is not None and t.dtype.kind == "f" and not t.is_quantized
 
 
+def parameters_problem(op: Op) -> str:
+    """'' if a weighted op's weights (and its bias, when present) are float constants, else why not."""
+    weights = op.inputs[1]
+    if weights is None or not weights.is_constant or not is_float(weights):
+        return f"the {op.type} weights are not a float constant"
+    index = BIAS_INDEX[op.type]
+    bias = op.inputs[index] if len(op.inputs) > index else None
+    if bias is not None and (not bias.is_constant or not is_float(bias)):
+        return f"the {op.type} bias is not a float constant"
+    return ""
+
+
 def per_channel_constant(const: Tensor | None, activation_tensor: Tensor) -> tuple[np.ndarray | None, str]:
     """The constant as a float64 vector over the last axis of `activation_tensor`, or
     (None, reason). Accepts [C], [1,C], [1,1,1,C] (and size-1 scalars, which are uniform)."""

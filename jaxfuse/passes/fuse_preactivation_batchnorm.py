@@ -44,8 +44,8 @@ from .. import fold
 from ..ir import Graph, Op, Tensor
 from .base import Pass, Refusal, Rewrite, register_pass
 from .common import (ACT_NONE, ACT_RELU, BIAS_INDEX, DATA_INDEX, WEIGHTED_OPS, activation, bias64, constant_operand,
-                     is_float, make_op, new_constant, per_channel_constant, replace_value, sees_no_padding, set_constant,
-                     sole_reader)
+                     is_float, make_op, new_constant, parameters_problem, per_channel_constant, replace_value,
+                     sees_no_padding, set_constant, sole_reader)
 
 PASS_THROUGH = ("PAD", "MEAN", "MAX_POOL_2D", "AVERAGE_POOL_2D")
 POOLS = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
@@ -59,14 +59,7 @@ def _weighted_data_reader(op: Op, tensor: Tensor) -> str:
     data_index = DATA_INDEX[op.type]
     if [i for i, t in enumerate(op.inputs) if t is tensor] != [data_index]:
         return f"{op.type} reads the tensor as something other than its data input"
-    weights = op.inputs[1]
-    if weights is None or not weights.is_constant or not is_float(weights):
-        return f"{op.type} weights are not a float constant"
-    bias_index = BIAS_INDEX[op.type]
-    bias = op.inputs[bias_index] if len(op.inputs) > bias_index else None
-    if bias is not None and (not bias.is_constant or not is_float(bias)):
-        return f"{op.type} bias is not a float constant"
-    return ""
+    return parameters_problem(op)
 
 
 class _Absorbers:
@@ -126,14 +119,7 @@ class _Shift:
 
 def _shiftable_producer(graph: Graph, tensor: Tensor, producers: dict, uses: dict, *, must_be_sole=True) -> Op | None:
     op = producers.get(id(tensor))
-    if op is None or op.type not in WEIGHTED_OPS or activation(op) != ACT_NONE:
-        return None
-    weights = op.inputs[1]
-    if weights is None or not weights.is_constant or not is_float(weights):
-        return None
-    bias_index = BIAS_INDEX[op.type]
-    bias = op.inputs[bias_index] if len(op.inputs) > bias_index else None
-    if bias is not None and not bias.is_constant:
+    if op is None or op.type not in WEIGHTED_OPS or activation(op) != ACT_NONE or parameters_problem(op):
         return None
     if must_be_sole and sole_reader(graph, tensor, uses) is None:
         return None

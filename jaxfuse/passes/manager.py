@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -72,6 +73,8 @@ class OptimizationReport:
         lines.append(f"  largest error of any rewrite: {self.max_rewrite_error:.3g} of the tensor's scale")
         if self.verification is not None:
             lines.append(f"  whole model: {self.verification.summary()}")
+        elif not self.rewrites:
+            lines.append("  whole model: unchanged (no rewrite applied)")
         else:
             lines.append("  whole model: not verified (--no-verify)")
         return "\n".join(lines)
@@ -160,11 +163,12 @@ def _boundary(region_ops: list[Op], graph: Graph) -> tuple[list[Tensor], list[Te
 
 class _Optimizer:
     def __init__(self, model: Model, passes: list[Pass], local_tolerance: float,
-                 statistics: dict[int, tuple[np.ndarray, np.ndarray]], seed: int):
+                 statistics: Callable[[], dict[int, tuple[np.ndarray, np.ndarray]]], seed: int):
         self.model = model
         self.passes = passes
         self.local_tolerance = local_tolerance
-        self.statistics = statistics
+        self._statistics_source = statistics
+        self._statistics: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
         self.rng = np.random.default_rng(seed)
         self.reports = {p.name: PassReport() for p in passes}
         self.rewrites: list[dict] = []
@@ -174,10 +178,12 @@ class _Optimizer:
         """A standard-normal sample, and one drawn per channel with the mean and spread the
         original model's activations had there (so a check sees realistic magnitudes)."""
         samples = [[equivalence.random_input(t, self.rng) for t in frontier]]
-        if frontier and all(id(t) in self.statistics for t in frontier):
+        if self._statistics is None:
+            self._statistics = self._statistics_source()
+        if frontier and all(id(t) in self._statistics for t in frontier):
             realistic = []
             for t, noise in zip(frontier, samples[0]):
-                mean, std = self.statistics[id(t)]
+                mean, std = self._statistics[id(t)]
                 realistic.append((mean + std * noise).astype(noise.dtype))
             samples.append(realistic)
         return samples
@@ -280,25 +286,28 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         pass_list = []
 
     samples = inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed)
-    statistics: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if pass_list:
+
+    def statistics() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
         by_key = equivalence.activation_statistics(original.main, samples[0])
         keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
-        statistics = {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
         timings["reference_run"] = time.perf_counter() - t
+        return {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
 
     t = time.perf_counter()
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed)
     optimizer.run()
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
-    timings["passes"] = time.perf_counter() - t
+    timings["passes"] = time.perf_counter() - t - timings.get("reference_run", 0.0)
 
     verification = None
-    if verify and pass_list:
+    if verify and pass_list and optimizer.rewrites:
         t = time.perf_counter()
         verification = equivalence.compare(original, model, samples, tolerance=tolerance)
         timings["whole_model_check"] = time.perf_counter() - t
+    elif verify and pass_list:
+        notes.append("no rewrite was applied: the model is unchanged, so there was nothing to compare")
     hist_after = model.op_histogram()
     report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
                                 optimizer.rewrites, optimizer.max_error, verification, timings, notes)

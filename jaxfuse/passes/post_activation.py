@@ -21,8 +21,8 @@ from .. import fold
 from ..ir import Graph, Op
 from ..schema import ACTIVATION_NAMES
 from .base import Pass, Refusal, Rewrite
-from .common import (ACT_NONE, ACT_SIGN_BIT, ACT_TANH, BIAS_INDEX, activation, bias64, constant_operand, is_float,
-                     per_channel_constant, set_constant, sole_reader)
+from .common import (ACT_NONE, ACT_SIGN_BIT, ACT_TANH, BIAS_INDEX, activation, bias64, constant_operand,
+                     parameters_problem, per_channel_constant, set_constant, sole_reader)
 
 
 def _affine_of(op: Op, tensor) -> tuple[np.ndarray | None, np.ndarray | None, str]:
@@ -113,13 +113,8 @@ class FoldIntoProducer(Pass):
     def _producer_guard(producer: Op) -> str:
         if activation(producer) != ACT_NONE:
             return f"the {producer.type} has a fused activation"
-        weights = producer.inputs[1]
-        if weights is None or not weights.is_constant or not is_float(weights):
-            return f"the {producer.type} weights are not a float constant"
-        index = BIAS_INDEX[producer.type]
-        bias = producer.inputs[index] if len(producer.inputs) > index else None
-        if bias is not None and (not bias.is_constant or not is_float(bias)):
-            return f"the {producer.type} bias is not a float constant"
+        if parameters_problem(producer):
+            return parameters_problem(producer)
         if "fusedActivationFunction" not in producer.options:
             return f"this {producer.type} has no fused activation field"
         return ""
