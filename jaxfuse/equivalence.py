@@ -6,6 +6,7 @@ so one tolerance fits logits, probabilities and feature maps alike.
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import asdict, dataclass, field
 
 import jax
@@ -81,6 +82,15 @@ def inputs_from_npz(graph: Graph, arrays: dict) -> list[list[np.ndarray]]:
     return [[b[i] for b in batches] for i in range(count)]
 
 
+def release_free_memory() -> None:
+    """Hand memory that is already freed back to the OS (glibc keeps it otherwise): whole-model
+    runs free hundreds of MB of buffers, and keeping them would add up phase after phase."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tensor key: (mean, std) per channel (last axis)} of every float tensor of `graph` on
     one sample, computed inside one jit so that no activation is kept."""
@@ -95,7 +105,10 @@ def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, t
                 out[key] = (jnp.mean(v, axis=axes), jnp.std(v, axis=axes))
         return out
 
-    return jax.tree_util.tree_map(np.asarray, jax.jit(stats)(params, *sample))
+    result = jax.tree_util.tree_map(np.asarray, jax.jit(stats)(params, *sample))
+    del params
+    release_free_memory()
+    return result
 
 
 @dataclass
@@ -176,6 +189,8 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
             if label not in worst or rel > worst[label][2]:
                 worst[label] = (abs_err, scale, rel)
 
+    del pa, pb, cache, jitted
+    release_free_memory()
     outputs = []
     for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs)):
         abs_err, scale, rel = worst.get(f"out{i}", (float("inf"), 0.0, float("inf")))  # absent: shapes differ

@@ -28,7 +28,8 @@ def batchnorm(b, x, gamma, beta, act=1, shape=None):
 
 
 def residual_block_model(gamma, beta, *, seed=0, consumer_kernel=3, shortcut="identity", act=1, tail=False,
-                         stem="conv", const_shape=None, shared_bias=False, graph_output_y=False):
+                         stem="conv", const_shape=None, shared_bias=False, graph_output_y=False,
+                         pool_before_consumer=False):
     """x -> conv_p -> ADD(conv_s(x)) -> BN(gamma, beta, act) -> conv_a(k) -> conv_q -> ADD(shortcut)."""
     rng = np.random.default_rng(seed)
     b = ModelBuilder()
@@ -47,6 +48,8 @@ def residual_block_model(gamma, beta, *, seed=0, consumer_kernel=3, shortcut="id
         x = b.op("ADD", [c, s], name="residual")
     y = batchnorm(b, x, gamma, beta, act, const_shape)
     stride = 2 if shortcut == "maxpool" else 1
+    if pool_before_consumer:
+        y = b.op("MAX_POOL_2D", [y], {"filterHeight": 3, "filterWidth": 3, "padding": 0})
     a = conv(b, y, C, k=consumer_kernel, stride=stride, act=1, rng=rng, name="conv_a")
     q = conv(b, a, C, rng=rng, name="conv_q")
     if shortcut == "identity":
@@ -237,3 +240,22 @@ def test_fold_is_idempotent():
     twice, report = optimize(once)
     assert op_types(twice) == op_types(once)
     assert sum(p.fused for p in report.passes.values()) == 0
+
+
+def test_linear_batchnorm_folds_its_sign_into_the_consumer(save_model):
+    gamma = GAMMA * np.array([1, -1, 1, -1])
+    model = residual_block_model(gamma, BETA, act=0)
+    optimized, report = optimize(model, [PASS])
+    assert report.passes[PASS].fused == 1 and not report.passes[PASS].rolled_back
+    assert len(op_types(optimized)) == len(op_types(model)) - 2  # no ReLU to keep: both ops go
+    assert_same_outputs(model, optimized, save_model)
+
+
+def test_negative_scale_never_goes_through_a_max_pool(save_model):
+    gamma = GAMMA * np.array([1, -1, 1, -1])
+    model = residual_block_model(gamma, BETA, act=0, pool_before_consumer=True)
+    optimized, report = optimize(model, [PASS])
+    assert report.passes[PASS].fused == 1 and not report.passes[PASS].rolled_back
+    sign = next(op for op in optimized.main.ops if op.type == "MUL")
+    assert sorted(np.unique(sign.inputs[1].data)) == [-1.0, 1.0]
+    assert_same_outputs(model, optimized, save_model)

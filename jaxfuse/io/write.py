@@ -37,7 +37,7 @@ class _AlignedBufferT(circle.Buffer.BufferT):
             payload = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
             builder.StartVector(1, payload.size, _ALIGN)
             builder.head -= payload.size
-            builder.Bytes[builder.head:builder.head + payload.size] = payload.tobytes()
+            builder.Bytes[builder.head:builder.head + payload.size] = memoryview(payload)
             builder.vectorNumElems = payload.size
             data = builder.EndVector()
         circle.Buffer.BufferStart(builder)
@@ -200,18 +200,14 @@ def _model_t(model: Model, constant_bytes_out: list[np.ndarray] | None):
     return mt
 
 
-def _finish(mt, identifier: bytes, size_hint: int) -> bytes:
+def _finish(mt, identifier: bytes, size_hint: int) -> memoryview:
     builder = flatbuffers.Builder(max(1024, size_hint))
     builder.Finish(mt.Pack(builder), file_identifier=identifier)
-    return bytes(builder.Output())
+    return memoryview(builder.Bytes)[builder.Head():]  # no copy of a model-sized buffer
 
 
-def to_bytes(model: Model, file_format: str = "tflite", buffer_offsets: bool | None = None) -> bytes:
-    """Serialize `model`; file_format is "tflite" or "circle".
-
-    buffer_offsets: None chooses automatically (only when the constants would not fit in a
-    flatbuffer); True stores every constant after the flatbuffer; False never does.
-    """
+def _chunks(model: Model, file_format: str, buffer_offsets: bool | None) -> list:
+    """Byte-like pieces whose concatenation is the file."""
     identifier = {"tflite": b"TFL3", "circle": b"CIR0"}[file_format]
     model.validate()
     constant_bytes = sum(b.nbytes for b in {id(t.buffer): t.buffer for g in model.graphs for t in g.tensors
@@ -219,7 +215,7 @@ def to_bytes(model: Model, file_format: str = "tflite", buffer_offsets: bool | N
     if buffer_offsets is None:
         buffer_offsets = constant_bytes > _FLATBUFFER_LIMIT
     if not buffer_offsets:
-        return _finish(_model_t(model, None), identifier, constant_bytes + 65536)
+        return [_finish(_model_t(model, None), identifier, constant_bytes + 65536)]
 
     # Two builds with identical layout: the first measures the flatbuffer, the second
     # carries the real offsets of the data appended after it.
@@ -233,12 +229,21 @@ def to_bytes(model: Model, file_format: str = "tflite", buffer_offsets: bool | N
         position = -(-(position + data.size) // _ALIGN) * _ALIGN
     for bt, offset in zip((b for b in mt.buffers if b.offset == _PLACEHOLDER_OFFSET), offsets):
         bt.offset = offset
-    head = _finish(mt, identifier, 65536)
-    out = bytearray(head)
+    chunks = [_finish(mt, identifier, 65536)]
+    position = len(chunks[0])
     for data, offset in zip(constants, offsets):
-        out.extend(b"\0" * (offset - len(out)))
-        out.extend(data.tobytes())
-    return bytes(out)
+        chunks += [bytes(offset - position), data]
+        position = offset + data.size
+    return chunks
+
+
+def to_bytes(model: Model, file_format: str = "tflite", buffer_offsets: bool | None = None) -> bytes:
+    """Serialize `model`; file_format is "tflite" or "circle".
+
+    buffer_offsets: None chooses automatically (only when the constants would not fit in a
+    flatbuffer); True stores every constant after the flatbuffer; False never does.
+    """
+    return b"".join(_chunks(model, file_format, buffer_offsets))
 
 
 def write(model: Model, path: str | os.PathLike, buffer_offsets: bool | None = None) -> None:
@@ -251,12 +256,13 @@ def write(model: Model, path: str | os.PathLike, buffer_offsets: bool | None = N
     ext = os.path.splitext(path)[1].lower()
     if ext not in EXTENSIONS:
         raise ValueError(f"{path}: unknown output extension '{ext}' (use .tflite or .circle)")
-    content = to_bytes(model, "circle" if ext == ".circle" else "tflite", buffer_offsets)
+    chunks = _chunks(model, "circle" if ext == ".circle" else "tflite", buffer_offsets)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(content)
+            for chunk in chunks:
+                f.write(chunk)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a user expects of an output

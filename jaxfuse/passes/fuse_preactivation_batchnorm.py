@@ -70,6 +70,10 @@ class _Absorbers:
         self.pass_through: list[Op] = []
         self.all_direct_no_padding = True
 
+    @property
+    def through_max_pool(self) -> bool:
+        return any(op.type == "MAX_POOL_2D" for op in self.pass_through)
+
 
 def _collect_absorbers(graph: Graph, y: Tensor, uses: dict, state: _Absorbers, padding_free: bool) -> str:
     if graph.is_graph_output(y):
@@ -229,6 +233,7 @@ class FusePreactivationBatchnorm(Pass):
         scale_forward = not scale_why
         shift, shift_why = _find_shift(graph, x, mul, producers, uses)
         through_relu = act == ACT_RELU
+        positive_scale = through_relu or absorbers.through_max_pool  # max(k*z) == k*max(z) needs k > 0
 
         zero = gamma == 0
         constant = None
@@ -249,7 +254,7 @@ class FusePreactivationBatchnorm(Pass):
         proposed = False
         for label, shift_backward in choices:
             k, d, m, a = fold.preactivation_split(gamma, beta, shift_backward=shift_backward,
-                                                  scale_forward=scale_forward, through_relu=through_relu,
+                                                  scale_forward=scale_forward, through_relu=positive_scale,
                                                   constant=constant)
             need_mul, need_add = bool(np.any(m != 1)), bool(np.any(a != 0))
             if need_mul and need_add:

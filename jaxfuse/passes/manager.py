@@ -299,6 +299,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed)
     optimizer.run()
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
+    equivalence.release_free_memory()
     timings["passes"] = time.perf_counter() - t - timings.get("reference_run", 0.0)
 
     verification = None
