@@ -172,6 +172,23 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(results: list[dict]) -> str:
+    """The README's compact view: median ratio and its 95% interval per model and runtime."""
+    engines = list(dict.fromkeys(e for r in results for e in r["engines"]))
+    lines = ["| model | variant | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for r in results:
+        for key, label in (("fused", "**fused (jaxfuse)**"), ("ceiling_relu_kept", "ceiling, ReLU kept"),
+                           ("ceiling", "ceiling, BN deleted")):
+            cells = []
+            for engine in engines:
+                e = r["engines"].get(engine, {})
+                t = e.get(key)
+                cells.append("failed" if t is None else
+                             f"{t['ratio_median']:.3f} [{t['ratio_ci_low']:.3f}, {t['ratio_ci_high']:.3f}]")
+            lines.append(f"| {r['model']} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: list[dict], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -220,7 +237,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "inference.json"), "w") as f:
         json.dump({"machine": machine(), "taken": started, "rounds": args.rounds, "results": results}, f, indent=2)
     with open(os.path.join(args.out, "inference.md"), "w") as f:
-        f.write(header + "\n\n" + table(results) + "\n")
+        f.write(header + "\n\n" + table(results) + "\n\nCompact view (time / original, median [95% interval]):\n\n"
+                + summary_table(results) + "\n")
     plot(results, os.path.join(args.out, "inference.png"))
     print(header)
     print(table(results))

@@ -77,3 +77,10 @@ def test_optimize_rejects_unknown_pass_and_bad_output(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("jaxfuse: error: ") for line in err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_float16_weight_model_is_left_alone_and_says_why(tmp_path, capsys):
+    assert main(["optimize", str(MODELS / "resnet50v2_tiny_f16.tflite"), "-o", str(tmp_path / "f16.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "refused x17" in out and "float16 behind DEQUANTIZE" in out
+    assert "ops: 240 -> 240" in out

@@ -182,6 +182,11 @@ def _find_shift(graph: Graph, x: Tensor, bn_mul: Op, producers: dict, uses: dict
     return shift, ""
 
 
+def _dequantized_constant(tensor: Tensor | None, producers: dict) -> bool:
+    op = producers.get(id(tensor)) if tensor is not None else None
+    return op is not None and op.type == "DEQUANTIZE" and op.inputs[0] is not None and op.inputs[0].is_constant
+
+
 @register_pass
 class FusePreactivationBatchnorm(Pass):
     name = "fuse_preactivation_batchnorm"
@@ -194,6 +199,9 @@ class FusePreactivationBatchnorm(Pass):
                 continue
             operands = constant_operand(mul)
             if operands is None:
+                if any(_dequantized_constant(t, producers) for t in mul.inputs):
+                    yield Refusal(mul.outputs[0].name, "the batch norm's constants are float16 behind DEQUANTIZE: "
+                                  "folding them into float16 weights would round them (not exact)")
                 continue
             x = mul.inputs[operands[0]]
             add = sole_reader(graph, mul.outputs[0], uses)
