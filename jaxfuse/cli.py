@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from .io import ModelError, read as _read_model, write as _write_model
 from .ir import GraphError, Model, Tensor
+from .numerics import RANDOM_INT_RANGE, random_input
 from .schema import TENSOR_TYPE_NAMES
 
 EXIT_OK = 0
@@ -269,7 +270,6 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # -- run ---------------------------------------------------------------------------------
-RANDOM_INT_RANGE = (0, 9)  # inclusive
 
 
 def _unique_names(tensors: list[Tensor], role: str, path: str) -> list[str]:
@@ -282,27 +282,17 @@ def _unique_names(tensors: list[Tensor], role: str, path: str) -> list[str]:
 
 
 def random_inputs(tensors: list[Tensor], seed: int, path: str = "model") -> list[np.ndarray]:
-    """Seeded inputs for `run` without --inputs, drawn in graph-input order from one
-    numpy Generator: floats standard normal, integers uniform in RANDOM_INT_RANGE, bools fair."""
+    """Seeded inputs for `run` without --inputs, drawn in graph-input order from one numpy
+    Generator as the equivalence checks draw them: floats standard normal, integers uniform
+    in RANDOM_INT_RANGE, bools fair."""
     rng = np.random.default_rng(seed)
     arrays = []
     for t in tensors:
-        dtype, shape = t.dtype, tuple(int(d) for d in t.shape)
-        if any(d < 0 for d in shape):
-            raise CLIError(f"{path}: input '{t.name}' has unknown dimensions {list(shape)}; give --inputs")
-        if dtype is None:
+        if any(int(d) < 0 for d in t.shape):
+            raise CLIError(f"{path}: input '{t.name}' has unknown dimensions {list(t.shape)}; give --inputs")
+        if t.dtype is None or t.dtype.kind not in "fcbiu":
             raise CLIError(f"{path}: input '{t.name}' has type {_dtype_name(t)}, which run cannot generate")
-        if dtype.kind == "f":
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-        elif dtype.kind == "c":
-            arrays.append((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype))
-        elif dtype.kind in "iu":
-            lo, hi = RANDOM_INT_RANGE
-            arrays.append(rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype))
-        elif dtype.kind == "b":
-            arrays.append(rng.integers(0, 1, size=shape, endpoint=True).astype(bool))
-        else:
-            raise CLIError(f"{path}: input '{t.name}' has type {_dtype_name(t)}, which run cannot generate")
+        arrays.append(random_input(t, rng))
     return arrays
 
 

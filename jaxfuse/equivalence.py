@@ -15,6 +15,7 @@ import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
+from .numerics import error_stats, random_input
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
@@ -28,58 +29,9 @@ class VerificationError(RuntimeError):
         self.report = report
 
 
-def relative_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
-    """(max abs error, scale of the reference, error relative to that scale)."""
-    reference = np.asarray(reference, np.float64)
-    candidate = np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return float("inf"), 0.0, float("inf")
-    abs_err = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    if abs_err == 0.0:
-        return 0.0, scale, 0.0
-    return abs_err, scale, abs_err / max(scale, np.finfo(np.float32).tiny)
-
-
-def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
-    """Standard normal for floats (negative values included), small integers otherwise."""
-    dtype = tensor.dtype or np.dtype(np.float32)
-    shape = tuple(max(int(d), 1) for d in tensor.shape)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, shape).astype(dtype)
-    return rng.integers(0, 10, shape).astype(dtype)
-
-
 def random_inputs(graph: Graph, samples: int = 2, seed: int = 0) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
-
-
-def inputs_from_npz(graph: Graph, arrays: dict) -> list[list[np.ndarray]]:
-    """One sample from {input tensor name: array}; a leading extra axis means several."""
-    names = [t.name for t in graph.inputs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise ValueError(f"inputs file has no array for model input '{missing[0]}' (has: {', '.join(sorted(arrays))})")
-    extra = sorted(set(arrays) - set(names))
-    if extra:
-        raise ValueError(f"inputs file has array '{extra[0]}' that is not a model input (inputs: {', '.join(names)})")
-    batches = []
-    for t in graph.inputs:
-        a = np.asarray(arrays[t.name])
-        if a.shape == tuple(t.shape):
-            a = a[None]
-        if a.shape[1:] != tuple(t.shape):
-            raise ValueError(f"input '{t.name}' has shape {list(a.shape)}, the model expects {list(t.shape)}")
-        if a.dtype != t.dtype:
-            raise ValueError(f"input '{t.name}' has dtype {a.dtype}, the model expects {t.dtype}")
-        batches.append(a)
-    count = batches[0].shape[0] if batches else 1
-    if any(b.shape[0] != count for b in batches):
-        raise ValueError("inputs file: arrays hold different numbers of samples")
-    return [[b[i] for b in batches] for i in range(count)]
 
 
 def release_free_memory() -> None:
@@ -219,5 +171,5 @@ def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: 
     for xs in samples:
         out_before, out_after = both(p_before, p_after, *xs)
         for a, b in zip(out_before, out_after):
-            worst = max(worst, relative_error(np.asarray(a), np.asarray(b))[2])
+            worst = max(worst, error_stats(np.asarray(a), np.asarray(b))[2])
     return worst
