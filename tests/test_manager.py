@@ -112,3 +112,21 @@ def test_quantized_models_are_left_untouched():
     optimized, report = optimize(model)
     assert report.ops_after == report.ops_before
     assert any("quantized" in note for note in report.notes)
+
+
+class CrashWhileMatching(Pass):
+    """A matcher with a bug: it raises before proposing anything."""
+    name = "test_crash_while_matching"
+
+    def propose(self, graph):
+        raise RuntimeError("matcher bug")
+        yield  # pragma: no cover  (makes this a generator)
+
+
+def test_matcher_crash_is_reported_and_other_passes_still_run():
+    model = conv_chain_model()
+    optimized, report = optimize(model, [CrashWhileMatching(), DoubleTheWeights()])
+    crash = report.passes["test_crash_while_matching"].rolled_back
+    assert len(crash) == 1 and "matcher bug" in crash[0]["error"]
+    assert len(report.passes["test_double_the_weights"].rolled_back) == 1  # it still ran (and was caught)
+    assert [op.type for op in optimized.main.ops] == ["CONV_2D", "CONV_2D"]

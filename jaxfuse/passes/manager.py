@@ -222,7 +222,7 @@ class _Optimizer:
                                   f"> tolerance {self.local_tolerance:g}")
         return True, error, ""
 
-    def run_pass(self, graph: Graph, p: Pass, failed: set) -> int:
+    def run_pass(self, graph: Graph, p: Pass, failed: dict) -> int:
         report = self.reports[p.name]
         refusals: dict[str, list[str]] = {}
         applied = 0
@@ -230,7 +230,16 @@ class _Optimizer:
         progress = True
         while progress and applied < budget:
             progress = False
-            for proposal in p.propose(graph):
+            proposals = p.propose(graph)
+            while True:
+                try:
+                    proposal = next(proposals)
+                except StopIteration:
+                    break
+                except Exception as e:  # a matcher bug must not take the whole run down; matching edits nothing
+                    report.rolled_back.append({"where": "(matching)", "summary": "",
+                                               "error": f"the pass failed while matching: {type(e).__name__}: {e}"})
+                    break
                 if isinstance(proposal, Refusal):
                     where = refusals.setdefault(proposal.reason, [])
                     if proposal.where not in where:
@@ -247,14 +256,15 @@ class _Optimizer:
                     progress = True
                     refusals = {}  # the graph changed: what was refused is matched again
                     break
-                failed.add((p.name, proposal.key))
+                # the region is kept alive with its key, so the ids in the key are never reused
+                failed[(p.name, proposal.key)] = proposal.region
                 report.rolled_back.append({"where": proposal.where, "summary": proposal.summary, "error": why})
         report.fused += applied
         report.refused = refusals
         return applied
 
     def run(self) -> None:
-        failed: set = set()
+        failed: dict = {}
         for graph in self.model.graphs[:1]:  # passes work on the main graph (subgraphs are left as they are)
             for _ in range(MAX_ROUNDS):
                 if sum(self.run_pass(graph, p, failed) for p in self.passes) == 0:
