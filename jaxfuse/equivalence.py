@@ -94,7 +94,7 @@ class VerifyReport:
         if self.first_divergent is not None:
             d = self.first_divergent
             line += f"; first divergent tensor '{d.name}' (error {d.rel_error:.3g} of its scale)"
-        return line
+        return "; ".join([line, *self.notes])
 
 
 def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
@@ -129,13 +129,21 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
         for label, ka, kb in pairs:
             a, b = va[ka].astype(jnp.float32), vb[kb].astype(jnp.float32)
             if a.shape == b.shape:
-                out[label] = (jnp.max(jnp.abs(a - b), initial=0.0), jnp.max(jnp.abs(a), initial=0.0))
+                # NaN where the reference has NaN (and equal infinities) is agreement; NaN on one side only is not
+                agree = (jnp.isnan(a) & jnp.isnan(b)) | (a == b)
+                diff = jnp.where(agree, 0.0, jnp.abs(a - b))
+                diff = jnp.where(jnp.isnan(diff), jnp.inf, diff)
+                scale = jnp.where(jnp.isfinite(a), jnp.abs(a), 0.0)
+                out[label] = (jnp.max(diff, initial=0.0), jnp.max(scale, initial=0.0), jnp.sum(~jnp.isfinite(a)))
         return out
 
     jitted = jax.jit(errors)
     worst: dict[str, tuple[float, float, float]] = {}
+    nonfinite_outputs: set[str] = set()
     for xs in samples:
-        for label, (abs_err, scale) in jitted(pa, pb, *xs).items():
+        for label, (abs_err, scale, nonfinite) in jitted(pa, pb, *xs).items():
+            if label.startswith("out") and int(nonfinite):
+                nonfinite_outputs.add(label)
             abs_err, scale = float(abs_err), float(scale)
             rel = 0.0 if abs_err == 0 else abs_err / max(scale, np.finfo(np.float32).tiny)
             if label not in worst or rel > worst[label][2]:
@@ -155,9 +163,11 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
             break
     max_abs = max((o.max_abs_error for o in outputs), default=0.0)
     max_rel = max((o.rel_error for o in outputs), default=0.0)
+    notes = [f"output '{ga.outputs[int(label[3:])].name}' of the reference holds NaN or infinity for these inputs: "
+             "there only matching non-finite values were checked" for label in sorted(nonfinite_outputs)]
     return VerifyReport(ok=max_rel <= tolerance and first is None, tolerance=tolerance, samples=len(samples),
                         max_abs_error=max_abs, max_rel_error=max_rel, outputs=outputs,
-                        compared_tensors=len(shared), first_divergent=first)
+                        compared_tensors=len(shared), first_divergent=first, notes=notes)
 
 
 def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],

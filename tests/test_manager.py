@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import jaxfuse
+import jaxfuse.schema
 from jaxfuse.builder import ModelBuilder
 from jaxfuse.equivalence import VerificationError, compare
 from jaxfuse.passes import PASSES, Pass, Rewrite, optimize, register_pass
@@ -130,3 +131,19 @@ def test_matcher_crash_is_reported_and_other_passes_still_run():
     assert len(crash) == 1 and "matcher bug" in crash[0]["error"]
     assert len(report.passes["test_double_the_weights"].rolled_back) == 1  # it still ran (and was caught)
     assert [op.type for op in optimized.main.ops] == ["CONV_2D", "CONV_2D"]
+
+
+def test_verify_treats_nan_on_both_sides_as_agreement_and_on_one_side_as_divergence():
+    b = ModelBuilder()
+    x = b.input("x", [1, 4])
+    y = b.op("SQRT", [x], name="y")  # NaN wherever x < 0
+    b.output(y)
+    model = b.build()
+    same = compare(model, model.copy(), num_samples=1)
+    assert same.ok and same.max_rel_error == 0.0
+    assert "NaN" in same.summary()
+    other = model.copy()
+    other.main.ops[0].opcode = jaxfuse.OpCode(jaxfuse.schema.BUILTIN_CODES["ABS"], 1)
+    other.main.ops[0].options_type, other.main.ops[0].options = None, {}
+    differs = compare(model, other, num_samples=1)
+    assert not differs.ok and differs.max_rel_error == float("inf")
