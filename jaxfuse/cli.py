@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import Callable
@@ -28,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .io import ModelError, read as _read_model, write as _write_model
+from .io.write import atomic_write
 from .ir import GraphError, Model, Tensor
 from .numerics import RANDOM_INT_RANGE, random_input
 from .schema import TENSOR_TYPE_NAMES
@@ -115,23 +115,19 @@ def _write_error(path: str, e: OSError) -> CLIError:
 
 def _atomic_write(path: str, write: Callable) -> None:
     """Call write(file_object) on a temporary file beside `path`, then rename it to `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        atomic_write(path, write)
     except OSError as e:
         raise _write_error(path, e) from None
+
+
+def _save_model(model: Model, path: str, source: str) -> None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        _write_model(model, path)
+    except GraphError as e:
+        raise CLIError(f"{source}: cannot be written: {e}") from None
     except OSError as e:
         raise _write_error(path, e) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # -- inspect -----------------------------------------------------------------------------
@@ -257,12 +253,7 @@ def _add_convert_arguments(p: argparse.ArgumentParser) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     _check_output_path(args.output, MODEL_EXTENSIONS, "model")
     model = _load(args.input)
-    try:
-        _write_model(model, args.output)
-    except GraphError as e:
-        raise CLIError(f"{args.input}: cannot be written: {e}") from None
-    except OSError as e:
-        raise _write_error(args.output, e) from None
+    _save_model(model, args.output, args.input)
     out_format = "circle" if args.output.lower().endswith(".circle") else "tflite"
     print(f"wrote {args.output} ({out_format}, {os.path.getsize(args.output)} bytes) "
           f"from {args.input} ({model.file_format})")
@@ -463,7 +454,7 @@ def _run_optimize(args: argparse.Namespace) -> int:
     report.timings = {"read": read_time, **report.timings}
     if optimized is not None:
         t = time.perf_counter()
-        _write_model_atomic(optimized, args.output)
+        _save_model(optimized, args.output, args.input)
         report.timings["write"] = time.perf_counter() - t
     print(f"{args.input} -> {args.output if failed is None else '(nothing written)'}")
     print(report.format_text())
@@ -476,13 +467,6 @@ def _run_optimize(args: argparse.Namespace) -> int:
         print(f"jaxfuse: verification failed: {_one_line(str(failed))}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _write_model_atomic(model: Model, path: str) -> None:
-    try:
-        _write_model(model, path)
-    except OSError as e:
-        raise _write_error(path, e) from None
 
 
 def _json_default(value):

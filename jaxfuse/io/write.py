@@ -257,12 +257,23 @@ def write(model: Model, path: str | os.PathLike, buffer_offsets: bool | None = N
     if ext not in EXTENSIONS:
         raise ValueError(f"{path}: unknown output extension '{ext}' (use .tflite or .circle)")
     chunks = _chunks(model, "circle" if ext == ".circle" else "tflite", buffer_offsets)
+
+    def write_chunks(f):
+        for chunk in chunks:
+            f.write(chunk)
+
+    atomic_write(path, write_chunks)
+
+
+def atomic_write(path: str | os.PathLike, write_to) -> None:
+    """Call write_to(binary file) on a temporary file beside `path`, then rename it to `path`:
+    `path` appears complete or not at all."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            write_to(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a user expects of an output
