@@ -60,16 +60,14 @@ def delete_batchnorms(model, keep_activation: bool):
     """A ceiling: every per-channel MUL -> ADD pair (a batch norm the converter left) removed.
     Not equivalent to the model; it bounds the gain. With keep_activation, an ADD's fused
     ReLU stays as a RELU op: the bound for any EXACT fusion, which cannot drop the ReLU."""
-    from jaxfuse.passes.common import ACT_NONE, ACT_RELU, activation, constant_operand, make_op, sole_reader
+    from jaxfuse.passes.common import ACT_NONE, ACT_RELU, activation, constant_operand, make_op, mul_add_pair
     model = model.copy()
     g = model.main
     uses = g.consumer_map()
     removed = 0
     for mul in list(g.ops):
-        if mul.type != "MUL" or constant_operand(mul) is None:
-            continue
-        add = sole_reader(g, mul.outputs[0], uses)
-        if add is None or add.type != "ADD" or constant_operand(add) is None:
+        add = mul_add_pair(g, mul, uses)
+        if add is None or constant_operand(mul) is None or constant_operand(add) is None:
             continue
         x = mul.inputs[constant_operand(mul)[0]]
         if keep_activation and activation(add) == ACT_RELU:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
-from .numerics import error_stats, random_input
+from .numerics import error_stats, random_input, relative_to_scale
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
@@ -145,7 +145,7 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
             if label.startswith("out") and int(nonfinite):
                 nonfinite_outputs.add(label)
             abs_err, scale = float(abs_err), float(scale)
-            rel = 0.0 if abs_err == 0 else abs_err / max(scale, np.finfo(np.float32).tiny)
+            rel = relative_to_scale(abs_err, scale)
             if label not in worst or rel > worst[label][2]:
                 worst[label] = (abs_err, scale, rel)
 

@@ -31,6 +31,9 @@ def error_stats(reference, candidate) -> tuple[float, float, float]:
         return float("inf"), 0.0, float("inf")
     abs_err = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    if abs_err == 0.0:
-        return 0.0, scale, 0.0
-    return abs_err, scale, abs_err / max(scale, np.finfo(np.float32).tiny)
+    return abs_err, scale, relative_to_scale(abs_err, scale)
+
+
+def relative_to_scale(abs_err: float, scale: float) -> float:
+    """abs_err / scale, with 0 for no error and a tiny floor under an all-zero reference."""
+    return 0.0 if abs_err == 0.0 else abs_err / max(scale, np.finfo(np.float32).tiny)

@@ -71,6 +71,14 @@ def sole_reader(graph: Graph, tensor: Tensor, uses: dict) -> Op | None:
     return readers[0]
 
 
+def mul_add_pair(graph: Graph, mul: Op, uses: dict) -> Op | None:
+    """The ADD that alone reads `mul`'s output: a batch norm the converter left as MUL -> ADD."""
+    if mul.type != "MUL":
+        return None
+    add = sole_reader(graph, mul.outputs[0], uses)
+    return add if add is not None and add.type == "ADD" else None
+
+
 def new_constant(graph: Graph, name: str, value: np.ndarray, like: Tensor | None = None) -> Tensor:
     value = np.ascontiguousarray(value)
     tensor = Tensor(graph.unique_name(name), tuple(value.shape), DTYPE_TO_TENSOR_TYPE[value.dtype])

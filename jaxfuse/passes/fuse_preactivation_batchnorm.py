@@ -44,7 +44,7 @@ from .. import fold
 from ..ir import Graph, Op, Tensor
 from .base import Pass, Refusal, Rewrite, register_pass
 from .common import (ACT_NONE, ACT_RELU, BIAS_INDEX, DATA_INDEX, WEIGHTED_OPS, activation, bias64, constant_operand,
-                     is_float, make_op, new_constant, parameters_problem, per_channel_constant, replace_value,
+                     is_float, make_op, mul_add_pair, new_constant, parameters_problem, per_channel_constant, replace_value,
                      sees_no_padding, set_constant, sole_reader)
 
 PASS_THROUGH = ("PAD", "MEAN", "MAX_POOL_2D", "AVERAGE_POOL_2D")
@@ -195,18 +195,16 @@ class FusePreactivationBatchnorm(Pass):
         producers = graph.producers()
         uses = graph.consumer_map()
         for mul in list(graph.ops):
-            if mul.type != "MUL":
+            add = mul_add_pair(graph, mul, uses)
+            if add is None:
                 continue
             operands = constant_operand(mul)
             if operands is None:
                 if any(_dequantized_constant(t, producers) for t in mul.inputs):
-                    yield Refusal(mul.outputs[0].name, "the batch norm's constants are float16 behind DEQUANTIZE: "
+                    yield Refusal(add.outputs[0].name, "the batch norm's constants are float16 behind DEQUANTIZE: "
                                   "folding them into float16 weights would round them (not exact)")
                 continue
             x = mul.inputs[operands[0]]
-            add = sole_reader(graph, mul.outputs[0], uses)
-            if add is None or add.type != "ADD":
-                continue
             add_operands = constant_operand(add)
             if add_operands is None or add.inputs[add_operands[0]] is not mul.outputs[0]:
                 continue
