@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
+from .memory import map_large_allocations
 from .io import ModelError, read as _read_model, write as _write_model
 from .io.write import atomic_write
 from .ir import GraphError, Model, Tensor
@@ -661,6 +662,7 @@ def _debug() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     parser = build_parser()
+    map_large_allocations()  # before jax allocates anything: freed buffers go back to the OS
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors (argparse already printed)

@@ -6,16 +6,15 @@ so one tolerance fits logits, probabilities and feature maps alike.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import asdict, dataclass, field
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
 from .numerics import error_stats, random_input, relative_to_scale
+from .memory import release_free_memory
+from .segmented import compile_for_check, evaluate_in_segments
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
@@ -34,31 +33,19 @@ def random_inputs(graph: Graph, samples: int = 2, seed: int = 0) -> list[list[np
     return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
 
 
-def release_free_memory() -> None:
-    """Hand memory that is already freed back to the OS (glibc keeps it otherwise): whole-model
-    runs free hundreds of MB of buffers, and keeping them would add up phase after phase."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tensor key: (mean, std) per channel (last axis)} of every float tensor of `graph` on
-    one sample, computed inside one jit so that no activation is kept."""
-    fn, params = lower_graph(graph, all_tensors=True)
-
-    def stats(params, *xs):
-        out = {}
-        for key, value in fn(params, *xs).items():
-            if jnp.issubdtype(value.dtype, jnp.floating) and value.ndim >= 1:
-                axes = tuple(range(value.ndim - 1))
-                v = value.astype(jnp.float32)
-                out[key] = (jnp.mean(v, axis=axes), jnp.std(v, axis=axes))
-        return out
-
-    result = jax.tree_util.tree_map(np.asarray, jax.jit(stats)(params, *sample))
-    del params
+    one sample. The model runs segment by segment, so only one segment's activations exist
+    at a time."""
+    keys = tensor_keys(graph)
+    floating = {keys[id(t)] for t in graph.tensors
+                if not t.is_constant and t.dtype is not None and t.dtype.kind == "f" and len(t.shape) >= 1}
+    result = {}
+    for (values,) in evaluate_in_segments(graph, [sample], floating.__contains__):
+        for key, value in values.items():
+            if value.ndim >= 1:
+                flat = value.reshape(-1, value.shape[-1]).astype(np.float32, copy=False)
+                result[key] = (flat.mean(axis=0), flat.std(axis=0))
     release_free_memory()
     return result
 
@@ -100,8 +87,8 @@ class VerifyReport:
 def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
             tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
-    two share by name. Both run inside one jit-compiled function that returns only error
-    statistics, so no activation is kept and constants the two share are on the device once."""
+    two share by name. Both run segment by segment in lockstep (jaxfuse.segmented), so
+    peak memory is a few segments' weights and activations, not two whole models'."""
     ga, gb = reference.main, candidate.main
     if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
         raise ValueError("the models have different inputs: "
@@ -119,37 +106,23 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
     pairs = [(f"out{i}", keys_a[id(ta)], keys_b[id(tb)]) for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))]
     pairs += [(name, name, name) for name, _ in shared if name not in mismatched]
 
-    cache: dict = {}
-    fa, pa = lower_graph(ga, all_tensors=True, param_cache=cache)
-    fb, pb = lower_graph(gb, all_tensors=True, param_cache=cache)
-
-    def errors(pa, pb, *xs):
-        va, vb = fa(pa, *xs), fb(pb, *xs)
-        out = {}
-        for label, ka, kb in pairs:
-            a, b = va[ka].astype(jnp.float32), vb[kb].astype(jnp.float32)
-            if a.shape == b.shape:
-                # NaN where the reference has NaN (and equal infinities) is agreement; NaN on one side only is not
-                agree = (jnp.isnan(a) & jnp.isnan(b)) | (a == b)
-                diff = jnp.where(agree, 0.0, jnp.abs(a - b))
-                diff = jnp.where(jnp.isnan(diff), jnp.inf, diff)
-                scale = jnp.where(jnp.isfinite(a), jnp.abs(a), 0.0)
-                out[label] = (jnp.max(diff, initial=0.0), jnp.max(scale, initial=0.0), jnp.sum(~jnp.isfinite(a)))
-        return out
-
-    jitted = jax.jit(errors)
+    labels_a: dict[str, list[str]] = {}
+    labels_b: dict[str, list[str]] = {}
+    for label, ka, kb in pairs:
+        labels_a.setdefault(ka, []).append(label)
+        labels_b.setdefault(kb, []).append(label)
     worst: dict[str, tuple[float, float, float]] = {}
     nonfinite_outputs: set[str] = set()
-    for xs in samples:
-        for label, (abs_err, scale, nonfinite) in jitted(pa, pb, *xs).items():
-            if label.startswith("out") and int(nonfinite):
+    for label, per_sample in _paired_values(ga, gb, samples, labels_a, labels_b):
+        for a, b in per_sample:
+            if a.shape != b.shape:
+                continue
+            abs_err, scale, nonfinite = _nan_aware_error(a, b)
+            if label.startswith("out") and nonfinite:
                 nonfinite_outputs.add(label)
-            abs_err, scale = float(abs_err), float(scale)
             rel = relative_to_scale(abs_err, scale)
             if label not in worst or rel > worst[label][2]:
                 worst[label] = (abs_err, scale, rel)
-
-    del pa, pb, cache, jitted
     release_free_memory()
     outputs = []
     for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs)):
@@ -170,16 +143,61 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
                         compared_tensors=len(shared), first_divergent=first, notes=notes)
 
 
+def _paired_values(ga: Graph, gb: Graph, samples, labels_a: dict[str, list[str]], labels_b: dict[str, list[str]]):
+    """Yield (label, [(value in a, value in b) per sample]) as soon as both graphs have
+    computed a label's tensors. The two run segment by segment in lockstep, the one
+    behind advancing first, so only the few tensors computed by one and not yet by the
+    other are held at a time."""
+    runs = [evaluate_in_segments(ga, samples, labels_a.__contains__),
+            evaluate_in_segments(gb, samples, labels_b.__contains__)]
+    labels = [labels_a, labels_b]
+    pending: list[dict[str, list]] = [{}, {}]
+    done = [False, False]
+    while not all(done):
+        side = 1 if pending[0] and not done[1] or done[0] else 0  # a ahead: let b catch up
+        other = 1 - side
+        try:
+            segment = next(runs[side])
+        except StopIteration:
+            done[side] = True
+            continue
+        for key in segment[0]:
+            values = [kept[key] for kept in segment]
+            for label in labels[side][key]:
+                if label in pending[other]:
+                    theirs = pending[other].pop(label)
+                    yield label, list(zip(values, theirs) if side == 0 else zip(theirs, values))
+                else:
+                    pending[side][label] = values
+
+
+def _nan_aware_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    """(max |a - b|, max finite |a|, count of non-finite values in a); NaN on both sides and
+    equal infinities are agreement, NaN on one side only is an infinite error."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        agree = (np.isnan(a) & np.isnan(b)) | (a == b)
+        diff = np.where(agree, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    finite = np.isfinite(a)
+    scale = np.where(finite, np.abs(a), 0.0)
+    return float(np.max(diff, initial=0.0)), float(np.max(scale, initial=0.0)), int(np.sum(~finite))
+
+
 def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
                  samples: list[list[np.ndarray]]) -> float:
     """Largest relative error over `observed` between two versions of a region, each a
     Graph of ops reading `frontier`; both run in one jit-compiled function."""
     f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
     f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
-    both = jax.jit(lambda pb, pa, *xs: (f_before(pb, *xs), f_after(pa, *xs)))
+    both = None
     worst = 0.0
     for xs in samples:
+        if both is None:
+            both = compile_for_check(lambda pb, pa, *xs: (f_before(pb, *xs), f_after(pa, *xs)), p_before, p_after, *xs)
         out_before, out_after = both(p_before, p_after, *xs)
         for a, b in zip(out_before, out_after):
             worst = max(worst, error_stats(np.asarray(a), np.asarray(b))[2])
+    del both, p_before, p_after
+    release_free_memory()
     return worst

@@ -24,6 +24,7 @@ import numpy as np
 from ..ir import Graph, Model, Op, Tensor
 from ..lowering import tensor_keys
 from .. import equivalence
+from ..memory import release_free_memory
 from .base import PASSES, Pass, Refusal, Rewrite
 
 MAX_ROUNDS = 10
@@ -309,7 +310,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed)
     optimizer.run()
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
-    equivalence.release_free_memory()
+    release_free_memory()
     timings["passes"] = time.perf_counter() - t - timings.get("reference_run", 0.0)
 
     verification = None
