@@ -141,6 +141,21 @@ def test_writer_can_store_constants_after_the_flatbuffer(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_writer_output_does_not_depend_on_its_buffer_estimate(monkeypatch):
+    """Constants are streamed into the layout, not copied into the builder; when the room
+    reserved for the tables is too small the builder grows and the bytes stay the same."""
+    import sys
+    write = sys.modules["jaxfuse.io.write"]
+    model = jaxfuse.load(MODELS / "misc_ops_tiny.tflite")
+    expected = {(fmt, offsets): to_bytes(model, fmt, buffer_offsets=offsets)
+                for fmt in ("tflite", "circle") for offsets in (False, True)}
+    monkeypatch.setattr(write, "_TABLE_ROOM", 0)
+    for fmt in ("tflite", "circle"):
+        for offsets in (False, True):
+            assert to_bytes(model, fmt, buffer_offsets=offsets) == expected[fmt, offsets]
+    assert read_bytes(expected["tflite", False]).main.ops
+
+
 def test_offset_buffer_past_the_end_is_a_clear_error():
     data = (MODELS / "resnet50v2_tiny_offsets.tflite").read_bytes()
     with pytest.raises(ModelError, match="past the end of the file"):

@@ -8,6 +8,7 @@ keep their constants after the flatbuffer, addressed by Buffer.offset/size.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 
@@ -26,6 +27,36 @@ _OPTION2_TYPES = {k: v for k, v in vars(circle.BuiltinOptions2.BuiltinOptions2).
 _ALIGN = 16
 _FLATBUFFER_LIMIT = 2**31 - 2**26  # leave room for the tables next to the data
 _PLACEHOLDER_OFFSET = 2**40        # same width as a real offset, so the layout does not move
+_TABLE_ROOM = 4096                 # bytes reserved per tensor, op and buffer for the tables (untouched room is free)
+
+
+class _ReservingBuilder(flatbuffers.Builder):
+    """A Builder whose constant payloads get their place in the layout but are not copied
+    in: they are written from the model's own arrays when the file is. Its byte buffer is
+    an anonymous mapping sized generously up front, so only the pages the tables use
+    become resident: writing a model costs its tables, not a second copy of its weights."""
+
+    def __init__(self, size: int):
+        super().__init__(0)
+        self.Bytes = mmap.mmap(-1, size)
+        self.head = size
+        self.payloads: list[tuple[int, np.ndarray]] = []  # (offset from the end, bytes)
+
+    def reserve(self, payload: np.ndarray) -> None:
+        self.head -= payload.size
+        self.payloads.append((len(self.Bytes) - self.head, payload))
+
+    def pieces(self) -> list:
+        """The finished flatbuffer as byte-like pieces in file order: table bytes from the
+        builder, payloads from the model (growing the buffer keeps offsets from the end)."""
+        view, end = memoryview(self.Bytes), len(self.Bytes)
+        pieces, cursor = [], self.head
+        for from_end, payload in sorted(self.payloads, key=lambda p: -p[0]):
+            start = end - from_end
+            pieces += [view[cursor:start], payload]
+            cursor = start + payload.size
+        pieces.append(view[cursor:])
+        return [p for p in pieces if len(p)]
 
 
 class _AlignedBufferT(circle.Buffer.BufferT):
@@ -36,8 +67,7 @@ class _AlignedBufferT(circle.Buffer.BufferT):
         if self.data is not None:
             payload = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
             builder.StartVector(1, payload.size, _ALIGN)
-            builder.head -= payload.size
-            builder.Bytes[builder.head:builder.head + payload.size] = memoryview(payload)
+            builder.reserve(payload)
             builder.vectorNumElems = payload.size
             data = builder.EndVector()
         circle.Buffer.BufferStart(builder)
@@ -200,10 +230,12 @@ def _model_t(model: Model, constant_bytes_out: list[np.ndarray] | None):
     return mt
 
 
-def _finish(mt, identifier: bytes, size_hint: int) -> memoryview:
-    builder = flatbuffers.Builder(max(1024, size_hint))
+def _finish(mt, identifier: bytes, payload_bytes: int) -> list:
+    """Pack the object-API model: the file's byte-like pieces, in order."""
+    counts = len(mt.buffers) + sum(len(sg.tensors or []) + len(sg.operators or []) for sg in mt.subgraphs or [])
+    builder = _ReservingBuilder(payload_bytes + 64 * len(mt.buffers) + _TABLE_ROOM * (counts + 4096))
     builder.Finish(mt.Pack(builder), file_identifier=identifier)
-    return memoryview(builder.Bytes)[builder.Head():]  # no copy of a model-sized buffer
+    return builder.pieces()
 
 
 def _chunks(model: Model, file_format: str, buffer_offsets: bool | None) -> list:
@@ -215,22 +247,22 @@ def _chunks(model: Model, file_format: str, buffer_offsets: bool | None) -> list
     if buffer_offsets is None:
         buffer_offsets = constant_bytes > _FLATBUFFER_LIMIT
     if not buffer_offsets:
-        return [_finish(_model_t(model, None), identifier, constant_bytes + 65536)]
+        return _finish(_model_t(model, None), identifier, constant_bytes)
 
     # Two builds with identical layout: the first measures the flatbuffer, the second
     # carries the real offsets of the data appended after it.
     constants: list[np.ndarray] = []
     mt = _model_t(model, constants)
-    head = _finish(mt, identifier, 65536)
-    position = -(-len(head) // _ALIGN) * _ALIGN
+    head = sum(len(p) for p in _finish(mt, identifier, 0))
+    position = -(-head // _ALIGN) * _ALIGN
     offsets = []
     for data in constants:
         offsets.append(position)
         position = -(-(position + data.size) // _ALIGN) * _ALIGN
     for bt, offset in zip((b for b in mt.buffers if b.offset == _PLACEHOLDER_OFFSET), offsets):
         bt.offset = offset
-    chunks = [_finish(mt, identifier, 65536)]
-    position = len(chunks[0])
+    chunks = _finish(mt, identifier, 0)
+    position = sum(len(p) for p in chunks)
     for data, offset in zip(constants, offsets):
         chunks += [bytes(offset - position), data]
         position = offset + data.size
