@@ -158,7 +158,8 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r['model']} | {engine} | {o['median_s'] * 1e3:.2f} | {_ratio(f)} | {_ratio(c)} | "
                          f"{_share(e, 'ceiling')} | {_ratio(k, iqr=False)} | {_share(e, 'ceiling_relu_kept')} |")
     lines += ["", "| model | file MB | ops orig -> fused (ceiling, ceiling with ReLU kept) | optimize s: read / reference run / passes / "
-              "whole-model check / write = total | peak RSS MB (above the jax baseline) |", "|---|---|---|---|---|"]
+              "whole-model check / write = total | peak RSS MB (above the jax baseline) | above baseline / file size |",
+              "|---|---|---|---|---|---|"]
     for r in results:
         p = r["optimize"]
         t = p["timings_s"]
@@ -166,7 +167,8 @@ def table(results: list[dict]) -> str:
                      f"({r['ops']['ceiling']}, {r['ops']['ceiling_relu_kept']}) | "
                      f"{t['read']:.2f} / {t.get('reference_run', 0):.2f} / "
                      f"{t['passes']:.2f} / {t.get('whole_model_check', 0):.2f} / {t['write']:.2f} = "
-                     f"{p['total_s']:.1f} | {p['peak_rss_mb']:.0f} ({p['peak_above_baseline_mb']:.0f}) |")
+                     f"{p['total_s']:.1f} | {p['peak_rss_mb']:.0f} ({p['peak_above_baseline_mb']:.0f}) | "
+                     f"{p['peak_above_baseline_mb'] / p['file_mb']:.1f}x |")
     return "\n".join(lines)
 
 
