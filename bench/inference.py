@@ -218,9 +218,10 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="NAME")
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "jaxfuse-bench-models"))
     parser.add_argument("--make-models-python", default=sys.executable, metavar="PYTHON")
-    parser.add_argument("--rounds", type=int, default=31)
-    parser.add_argument("--min-seconds", type=float, default=0.1,
-                        help="each timed measurement repeats the inference for about this long (default 0.1)")
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--min-seconds", type=float, default=0.3,
+                        help="per round, each variant runs single inferences for about this long and its fastest "
+                             "is kept (default 0.3)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -232,7 +233,8 @@ def main(argv=None) -> int:
             results.append(bench_model(name, path, args.rounds, args.min_seconds, tmp))
             print(table(results[-1:]), flush=True)
     header = (f"Taken {started} on {machine()}; jax {__import__('jax').__version__}, {args.rounds} interleaved "
-              f"rounds per runtime after 3 warm-up rounds; onert with NUM_THREADS=1; LiteRT with its default "
+              f"rounds per runtime after 3 warm-up rounds, each keeping a variant's fastest of the inferences "
+              f"that fill {args.min_seconds:g} s; onert with NUM_THREADS=1; LiteRT with its default "
               f"XNNPACK delegate.")
     with open(os.path.join(args.out, "inference.json"), "w") as f:
         json.dump({"machine": machine(), "taken": started, "rounds": args.rounds, "results": results}, f, indent=2)

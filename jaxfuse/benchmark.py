@@ -1,8 +1,9 @@
 """Interleaved timing of models on XLA (jax.jit), LiteRT and onert.
 
 Machines are shared and noisy, so variants are measured A B C A B C ... after a warm-up,
-and a variant's speed is reported as the median over rounds of its time divided by the
-baseline's time in the same round, with the interquartile range of those ratios.
+each round keeping a variant's fastest of a few inferences, and a variant's speed is
+reported as the median over rounds of its time divided by the baseline's time in the
+same round, with the interquartile range of those ratios.
 """
 from __future__ import annotations
 
@@ -68,8 +69,10 @@ def onert_runner(path: str, threads: int = 1) -> Runner:
 def interleaved(runners: dict[str, Runner], rounds: int, warmup: int = 3, reps: int | None = None,
                 min_seconds: float = 0.02) -> dict[str, list[float]]:
     """Seconds per inference of each runner, one entry per round; the order of the runners
-    rotates from round to round so none always runs first. Without `reps`, each timed
-    measurement repeats the inference enough times to last about `min_seconds`."""
+    rotates from round to round so none always runs first. In a round each runner runs
+    `reps` single inferences and the round keeps the fastest: other processes only ever
+    add time, so the minimum is the least disturbed figure. Without `reps`, enough to last
+    about `min_seconds`."""
     names = list(runners)
     for _ in range(warmup):
         for name in names:
@@ -82,10 +85,12 @@ def interleaved(runners: dict[str, Runner], rounds: int, warmup: int = 3, reps: 
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            start = time.perf_counter()
+            fastest = float("inf")
             for _ in range(reps):
+                start = time.perf_counter()
                 runners[name]()
-            times[name].append((time.perf_counter() - start) / reps)
+                fastest = min(fastest, time.perf_counter() - start)
+            times[name].append(fastest)
     return times
 
 
