@@ -2,7 +2,7 @@
 
 For each model: the converter's original, jaxfuse's fused model, and the CEILING (the
 original with every batch-norm MUL/ADD simply deleted: not equivalent, it only bounds what
-any fusion could gain) are timed interleaved (A B C, rotating, after a warm-up) on XLA
+any fusion could gain) are timed interleaved (A B C, rotating, fresh instances every round) on XLA
 (jax.jit, CPU and GPU when JAX sees one), onert's cpu backend and LiteRT with 1 and 2
 threads. Reported per runtime: medians, and the median and interquartile range of the
 per-round ratios fused/original and ceiling/original; the share of the available gain
@@ -29,10 +29,11 @@ import time
 import numpy as np
 
 import jaxfuse
-from jaxfuse.benchmark import interleaved, litert_runner, onert_runner, summarize, xla_runner
+from jaxfuse.benchmark import interleaved, litert_factory, onert_factory, summarize, xla_factory
 from jaxfuse.engines import ONERT_AVAILABLE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WARMUP = 1  # untimed inferences of each fresh instance
 DEFAULT_MODELS = ["ResNet50V2", "ResNet101V2", "DenseNet121", "MobileNetV2", "ResNet50"]
 
 
@@ -95,7 +96,9 @@ def bench_model(name: str, path: str, rounds: int, min_seconds: float, tmp: str)
     fused = jaxfuse.load(fused_path)
     ceiling, removed = delete_batchnorms(original, keep_activation=False)
     exact_ceiling, _ = delete_batchnorms(original, keep_activation=True)
-    variants = {"original": original, "fused": fused, "ceiling": ceiling, "ceiling_relu_kept": exact_ceiling}
+    # "original_again" is the original once more: an A/A control whose ratio shows the noise floor
+    variants = {"original": original, "original_again": original, "fused": fused, "ceiling": ceiling,
+                "ceiling_relu_kept": exact_ceiling}
     files = {}
     for key, model in variants.items():
         for ext in (".tflite", ".circle"):
@@ -103,24 +106,26 @@ def bench_model(name: str, path: str, rounds: int, min_seconds: float, tmp: str)
             jaxfuse.save(model, files[key + ext])
 
     import jax
-    engines = {"XLA CPU": lambda key: xla_runner(variants[key], "cpu")}
+    engines = {"XLA CPU": lambda key: xla_factory(variants[key], "cpu")}
     if any(d.platform == "gpu" for d in jax.devices()):
-        engines["XLA GPU"] = lambda key: xla_runner(variants[key], "gpu")
+        engines["XLA GPU"] = lambda key: xla_factory(variants[key], "gpu")
     if ONERT_AVAILABLE:
-        engines["onert cpu (1 thread)"] = lambda key: onert_runner(files[key + ".circle"], 1)
-    engines["LiteRT 1 thread"] = lambda key: litert_runner(files[key + ".tflite"], 1)
-    engines["LiteRT 2 threads"] = lambda key: litert_runner(files[key + ".tflite"], 2)
+        engines["onert cpu (1 thread)"] = lambda key: onert_factory(files[key + ".circle"], 1)
+    engines["LiteRT 1 thread"] = lambda key: litert_factory(files[key + ".tflite"], 1)
+    engines["LiteRT 2 threads"] = lambda key: litert_factory(files[key + ".tflite"], 2)
 
     result = {"model": name, "ops": {k: sum(v.op_histogram().values()) for k, v in variants.items()},
               "batchnorms_deleted_in_ceiling": removed, "optimize": profile, "engines": {}}
     for engine, make in engines.items():
         print(f"  {name} / {engine}: timing {rounds} rounds", flush=True)
         try:
-            runners = {key: make(key) for key in variants}
-        except Exception as e:  # e.g. an op a runtime lacks: say so in the table
+            factories = {key: make(key) for key in variants}
+            for factory in factories.values():
+                factory()()  # an op the runtime lacks shows here, not in the middle of the timing
+        except Exception as e:  # say so in the table
             result["engines"][engine] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        times = interleaved(runners, rounds, min_seconds=min_seconds)
+        times = interleaved(factories, rounds, warmup=WARMUP, min_seconds=min_seconds)
         summary = summarize(times, "original")
         f = summary["fused"].ratio_median
         result["engines"][engine] = {
@@ -146,16 +151,18 @@ def _share(e: dict, ceiling: str) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | runtime | original ms | fused/original [95% CI] (IQR) | ceiling/original [95% CI] (IQR) | "
+    lines = ["| model | runtime | original ms | A/A control: original again / original [95% CI] | "
+             "fused/original [95% CI] (IQR) | ceiling/original [95% CI] (IQR) | "
              "share of the ceiling's gain | ceiling with ReLU kept / original [95% CI] | share of its gain |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for engine, e in r["engines"].items():
             if "error" in e:
                 lines.append(f"| {r['model']} | {engine} | failed: {e['error'][:60]} | | | |")
                 continue
             o, f, c, k = e["original"], e["fused"], e["ceiling"], e["ceiling_relu_kept"]
-            lines.append(f"| {r['model']} | {engine} | {o['median_s'] * 1e3:.2f} | {_ratio(f)} | {_ratio(c)} | "
+            lines.append(f"| {r['model']} | {engine} | {o['median_s'] * 1e3:.2f} | {_ratio(e['original_again'], iqr=False)} | "
+                         f"{_ratio(f)} | {_ratio(c)} | "
                          f"{_share(e, 'ceiling')} | {_ratio(k, iqr=False)} | {_share(e, 'ceiling_relu_kept')} |")
     lines += ["", "| model | file MB | ops orig -> fused (ceiling, ceiling with ReLU kept) | optimize s: read / reference run / passes / "
               "whole-model check / write = total | peak RSS MB (above the jax baseline) | above baseline / file size |",
@@ -167,9 +174,15 @@ def table(results: list[dict]) -> str:
                      f"({r['ops']['ceiling']}, {r['ops']['ceiling_relu_kept']}) | "
                      f"{t['read']:.2f} / {t.get('reference_run', 0):.2f} / "
                      f"{t['passes']:.2f} / {t.get('whole_model_check', 0):.2f} / {t['write']:.2f} = "
-                     f"{p['total_s']:.1f} | {p['peak_rss_mb']:.0f} ({p['peak_above_baseline_mb']:.0f}) | "
-                     f"{p['peak_above_baseline_mb'] / p['file_mb']:.1f}x |")
+                     f"{p['total_s']:.1f} | {p['peak_rss_mb']:.0f} ({_above(p)}) | {_above(p, p['file_mb'])} |")
     return "\n".join(lines)
+
+
+def _above(p: dict, per: float | None = None) -> str:
+    above = p["peak_above_baseline_mb"]
+    if above <= 0:
+        return "none: no check ran, JAX never started"
+    return f"{above:.0f}" if per is None else f"{above / per:.1f}x"
 
 
 def summary_table(results: list[dict]) -> str:
@@ -178,7 +191,7 @@ def summary_table(results: list[dict]) -> str:
     lines = ["| model | variant | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
     for r in results:
         for key, label in (("fused", "**fused (jaxfuse)**"), ("ceiling_relu_kept", "ceiling, ReLU kept"),
-                           ("ceiling", "ceiling, BN deleted")):
+                           ("ceiling", "ceiling, BN deleted"), ("original_again", "A/A control (original again)")):
             cells = []
             for engine in engines:
                 e = r["engines"].get(engine, {})
@@ -195,15 +208,15 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(r["model"], engine, e) for r in results for engine, e in r["engines"].items() if "error" not in e]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
     y = np.arange(len(rows))
-    bars = ((-0.27, "fused", "tab:blue", "fused"), (0.0, "ceiling_relu_kept", "tab:green", "ceiling, ReLU kept"),
-            (0.27, "ceiling", "tab:gray", "ceiling (BN deleted)"))
+    bars = ((-0.3, "fused", "tab:blue", "fused"), (-0.1, "ceiling_relu_kept", "tab:green", "ceiling, ReLU kept"),
+            (0.1, "ceiling", "tab:gray", "ceiling (BN deleted)"), (0.3, "original_again", "tab:orange", "A/A control"))
     for offset, key, color, label in bars:
         med = np.array([e[key]["ratio_median"] for _, _, e in rows])
         err = np.array([[e[key]["ratio_median"] - e[key]["ratio_ci_low"], e[key]["ratio_ci_high"] - e[key]["ratio_median"]]
                         for _, _, e in rows]).T
-        ax.barh(y + offset, med - 1, left=1, height=0.25, xerr=err, color=color, label=f"{label} / original")
+        ax.barh(y + offset, med - 1, left=1, height=0.2, xerr=err, color=color, label=f"{label} / original")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(y, [f"{m} / {eng}" for m, eng, _ in rows])
     ax.invert_yaxis()
@@ -219,9 +232,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "jaxfuse-bench-models"))
     parser.add_argument("--make-models-python", default=sys.executable, metavar="PYTHON")
     parser.add_argument("--rounds", type=int, default=41)
-    parser.add_argument("--min-seconds", type=float, default=0.3,
+    parser.add_argument("--min-seconds", type=float, default=0.25,
                         help="per round, each variant runs single inferences for about this long and its fastest "
-                             "is kept (default 0.3)")
+                             "is kept (default 0.25)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -233,8 +246,8 @@ def main(argv=None) -> int:
             results.append(bench_model(name, path, args.rounds, args.min_seconds, tmp))
             print(table(results[-1:]), flush=True)
     header = (f"Taken {started} on {machine()}; jax {__import__('jax').__version__}, {args.rounds} interleaved "
-              f"rounds per runtime after 3 warm-up rounds, each keeping a variant's fastest of the inferences "
-              f"that fill {args.min_seconds:g} s; onert with NUM_THREADS=1; LiteRT with its default "
+              f"rounds per runtime, each on a fresh instance of every variant ({WARMUP} untimed inference, then the "
+              f"fastest of the inferences that fill {args.min_seconds:g} s); onert with NUM_THREADS=1; LiteRT with its default "
               f"XNNPACK delegate.")
     with open(os.path.join(args.out, "inference.json"), "w") as f:
         json.dump({"machine": machine(), "taken": started, "rounds": args.rounds, "results": results}, f, indent=2)

@@ -1,9 +1,9 @@
 """Interleaved timing of models on XLA (jax.jit), LiteRT and onert.
 
-Machines are shared and noisy, so variants are measured A B C A B C ... after a warm-up,
-each round keeping a variant's fastest of a few inferences, and a variant's speed is
-reported as the median over rounds of its time divided by the baseline's time in the
-same round, with the interquartile range of those ratios.
+Machines are shared and noisy, so variants are measured A B C A B C ..., each round on a
+fresh instance of each variant and keeping its fastest of a few inferences, and a
+variant's speed is reported as the median over rounds of its time divided by the
+baseline's time in the same round, with the interquartile range of those ratios.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from .ir import Model
 
 Runner = Callable[[], None]
+Factory = Callable[[], Runner]  # makes a fresh instance of a model on a runtime
 
 
 def seeded_inputs(model: Model, seed: int = 0) -> list[np.ndarray]:
@@ -24,73 +25,96 @@ def seeded_inputs(model: Model, seed: int = 0) -> list[np.ndarray]:
     return [rng.standard_normal(tuple(t.shape)).astype(t.dtype) for t in model.main.inputs]
 
 
-def xla_runner(model: Model, device: str = "cpu") -> Runner:
-    """One blocking inference through jax.jit on `device` ("cpu" or "gpu"), compiled up front."""
+def xla_factory(model: Model, device: str = "cpu") -> Factory:
+    """jax.jit on `device` ("cpu" or "gpu"), compiled once; each instance places the weights
+    and inputs on the device anew. An instance runs one blocking inference."""
     import jax
 
     from .lowering import lower
 
     target = jax.devices(device)[0]
-    fn, params = lower(model)
-    params = jax.device_put(params, target)
-    inputs = [jax.device_put(x, target) for x in seeded_inputs(model)]
-    compiled = jax.jit(fn).lower(params, *inputs).compile()
+    fn, host_params = lower(model)
+    host_params = {k: np.asarray(v) for k, v in host_params.items()}
+    host_inputs = seeded_inputs(model)
+    placed = jax.device_put((host_params, host_inputs), target)  # compiles for `target`
+    compiled = jax.jit(fn).lower(placed[0], *placed[1]).compile()
+    del placed
 
-    def run():
-        jax.block_until_ready(compiled(params, *inputs))
-    return run
+    def make() -> Runner:
+        params = jax.device_put(host_params, target)
+        inputs = [jax.device_put(x, target) for x in host_inputs]
+
+        def run():
+            jax.block_until_ready(compiled(params, *inputs))
+        return run
+    return make
 
 
-def litert_runner(path: str, threads: int) -> Runner:
-    """LiteRT with its default delegates (XNNPACK on CPU), as an application would run it."""
+def litert_factory(path: str, threads: int) -> Factory:
+    """LiteRT with its default delegates (XNNPACK on CPU), as an application would run it;
+    each instance is a new Interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 
     from .io import read, to_bytes
     model = read(path)
-    interp = Interpreter(model_content=to_bytes(model, "tflite"), num_threads=threads)
-    interp.allocate_tensors()
-    for d, x in zip(interp.get_input_details(), seeded_inputs(model)):
-        interp.set_tensor(d["index"], x)
-    return interp.invoke
+    content = to_bytes(model, "tflite")
+    inputs = seeded_inputs(model)
+
+    def make() -> Runner:
+        interp = Interpreter(model_content=content, num_threads=threads)
+        interp.allocate_tensors()
+        for d, x in zip(interp.get_input_details(), inputs):
+            interp.set_tensor(d["index"], x)
+        return interp.invoke
+    return make
 
 
-def onert_runner(path: str, threads: int = 1) -> Runner:
-    """onert's cpu backend (thread count from NUM_THREADS, read when the session is made)."""
-    os.environ["NUM_THREADS"] = str(threads)
+def onert_factory(path: str, threads: int = 1) -> Factory:
+    """onert's cpu backend (thread count from NUM_THREADS, read when a session is made);
+    each instance is a new session."""
     from onert.infer import session
 
     from .io import read
-    sess = session(path, "cpu")
     inputs = seeded_inputs(read(path))
-    sess.infer(inputs)  # prepares the session
-    return lambda: sess.infer(inputs)
+
+    def make() -> Runner:
+        os.environ["NUM_THREADS"] = str(threads)
+        sess = session(path, "cpu")
+        sess.infer(inputs)  # prepares the session
+        return lambda: sess.infer(inputs)
+    return make
 
 
-def interleaved(runners: dict[str, Runner], rounds: int, warmup: int = 3, reps: int | None = None,
+def interleaved(factories: dict[str, Factory], rounds: int, warmup: int = 2, reps: int | None = None,
                 min_seconds: float = 0.02) -> dict[str, list[float]]:
-    """Seconds per inference of each runner, one entry per round; the order of the runners
-    rotates from round to round so none always runs first. In a round each runner runs
-    `reps` single inferences and the round keeps the fastest: other processes only ever
-    add time, so the minimum is the least disturbed figure. Without `reps`, enough to last
-    about `min_seconds`."""
-    names = list(runners)
-    for _ in range(warmup):
-        for name in names:
-            runners[name]()
-    if reps is None:
-        start = time.perf_counter()
-        runners[names[0]]()
-        reps = max(1, int(np.ceil(min_seconds / max(time.perf_counter() - start, 1e-9))))
+    """Seconds per inference of each variant, one entry per round; the order of the variants
+    rotates from round to round so none always runs first.
+
+    Every round makes a fresh instance of each variant (after freeing the last one) and
+    runs `warmup` untimed inferences: where an instance's buffers land in memory changes
+    its speed by up to 1.5% for its whole life (measured with LiteRT on ResNet50V2), so
+    keeping one instance per variant would pass that off as a difference between models.
+    Then the variant runs `reps` single inferences and the round keeps the fastest: other
+    processes only ever add time. Without `reps`, enough to last about `min_seconds`."""
+    names = list(factories)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            run = factories[name]()
+            for _ in range(warmup):
+                run()
+            if reps is None:
+                start = time.perf_counter()
+                run()
+                reps = max(1, int(np.ceil(min_seconds / max(time.perf_counter() - start, 1e-9))))
             fastest = float("inf")
             for _ in range(reps):
                 start = time.perf_counter()
-                runners[name]()
+                run()
                 fastest = min(fastest, time.perf_counter() - start)
             times[name].append(fastest)
+            del run  # the next instance must not share memory with this one
     return times
 
 

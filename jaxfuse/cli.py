@@ -522,14 +522,18 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", metavar="MODEL", help="a .tflite or .circle file (the baseline)")
     p.add_argument("model_b", metavar="MODEL_B", nargs="?", help="optional second model, timed against MODEL")
     p.add_argument("--rounds", type=int, default=30, metavar="N", help="timed rounds after warm-up (default 30)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed rounds first (default 3)")
+    p.add_argument("--warmup", type=int, default=2, metavar="N",
+                   help="untimed inferences of each fresh instance before it is timed (default 2)")
+    p.add_argument("--min-seconds", type=float, default=0.1, metavar="S",
+                   help="per round, each model runs single inferences for about S seconds and its fastest is "
+                        "kept (default 0.1)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="XLA device (default cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    if args.rounds < 1 or args.warmup < 0:
-        raise CLIError("--rounds must be at least 1 and --warmup at least 0")
+    if args.rounds < 1 or args.warmup < 0 or not args.min_seconds >= 0:
+        raise CLIError("--rounds must be at least 1, --warmup and --min-seconds at least 0")
     paths = [args.model_a] + ([args.model_b] if args.model_b else [])
     labels = [f"{'AB'[i]}:{path}" for i, path in enumerate(paths)]  # A/A (the same file twice) shows the noise
     models = [_validated(_load(path), path) for path in paths]
@@ -539,28 +543,29 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     import jax
 
-    from .benchmark import interleaved, summarize, xla_runner
+    from .benchmark import interleaved, summarize, xla_factory
     from .lowering import LoweringError
     try:
         device = jax.devices(args.device)[0]
     except RuntimeError:
         raise CLIError(f"JAX sees no {args.device} device") from None
     try:
-        runners = {label: xla_runner(model, args.device) for label, model in zip(labels, models)}
+        factories = {label: xla_factory(model, args.device) for label, model in zip(labels, models)}
     except LoweringError as e:
         raise CLIError(f"cannot run: {e}") from None
-    times = interleaved(runners, args.rounds, args.warmup)
+    times = interleaved(factories, args.rounds, args.warmup, min_seconds=args.min_seconds)
     summary = summarize(times, labels[0])
     if args.json:
         print(json.dumps({"device": str(device), "rounds": args.rounds,
                           "models": {n: t.to_dict() for n, t in summary.items()}}, indent=2))
         return EXIT_OK
-    print(f"XLA on {device} ({device.platform}), {args.rounds} interleaved rounds after {args.warmup} warm-up")
+    print(f"XLA on {device} ({device.platform}), {args.rounds} interleaved rounds, each on fresh instances "
+          f"after {args.warmup} warm-up inference(s)")
     for name, t in summary.items():
         line = f"  {name}: median {t.median_s * 1e3:.3f} ms"
         if name != labels[0]:
             line += (f"; B/A per-round ratio median {t.ratio_median:.4f} "
-                     f"(IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
+                     f"[95% interval {t.ratio_ci_low:.4f}, {t.ratio_ci_high:.4f}] (IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
         print(line)
     return EXIT_OK
 
@@ -625,11 +630,13 @@ register(Command(
 
 register(Command(
     "bench", "time one model, or two against each other, through XLA",
-    "Compile MODEL (and MODEL_B) with jax.jit on the chosen device and time one inference at a\n"
-    "time, interleaved A B A B ... after a warm-up, on seeded random inputs. Prints each\n"
-    "model's median time and, with two models, the median and interquartile range of the\n"
-    "per-round ratio B/A (the machine's noise shows in that range: a ratio inside it is no\n"
-    "difference). bench/ has the full benchmark (onert, LiteRT, the ceiling).",
+    "Compile MODEL (and MODEL_B) with jax.jit on the chosen device and time them interleaved,\n"
+    "A B A B ..., on seeded random inputs. Each round places a fresh instance of each model\n"
+    "(weights and inputs put on the device anew: where they land changes the speed), warms\n"
+    "it up and keeps its fastest single inference of those that fill --min-seconds. Prints each model's median\n"
+    "time and, with two models, the median per-round ratio B/A with its 95% bootstrap\n"
+    "interval and interquartile range (the machine's noise: a ratio whose interval holds 1.0\n"
+    "is no difference). bench/ has the full benchmark (onert, LiteRT, the ceilings).",
     _add_bench_arguments, _run_bench, EXIT_CODES_HELP))
 
 
