@@ -221,7 +221,7 @@ def plot(results: list[dict], path: str) -> None:
     ax.set_yticks(y, [f"{m} / {eng}" for m, eng, _ in rows])
     ax.invert_yaxis()
     ax.set_xlabel("time relative to the original (median of per-round ratios, 95% CI bars); < 1 is faster")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -191,15 +191,13 @@ def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
 
 
 def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: Sequence[Tensor] | None = None,
-                all_tensors: bool = False, param_cache: dict | None = None):
+                all_tensors: bool = False):
     """Lower `graph` (or the region between `inputs` and `outputs`) to `(fn, params)`.
 
     `fn(params, *input_arrays)` is pure and jit-able. It returns a tuple of arrays in
     `outputs` order, or with all_tensors=True a dict {tensor key: array} of every
     evaluated non-constant tensor. `params` holds every floating-point constant the
-    lowered ops read, keyed as in `tensor_keys(graph)`. Lowering two graphs that share
-    constant buffers (a model and its optimized copy) with the same `param_cache` dict
-    puts each shared constant on the device once.
+    lowered ops read, keyed as in `tensor_keys(graph)`.
     """
     inputs = list(graph.inputs if inputs is None else inputs)
     outputs = list(graph.outputs if outputs is None else outputs)
@@ -217,14 +215,7 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
             continue
         if _is_float(t):
             if keys[id(t)] not in params:
-                cache_key = (id(t.buffer), tuple(t.shape), t.type)
-                if param_cache is None or cache_key not in param_cache:
-                    value = jax.device_put(t.data)  # one copy (jnp.asarray makes two of a read-only view)
-                    if param_cache is None:
-                        params[keys[id(t)]] = value
-                        continue
-                    param_cache[cache_key] = (t.buffer, value)  # the Buffer is kept alive with its id
-                params[keys[id(t)]] = param_cache[cache_key][1]
+                params[keys[id(t)]] = jax.device_put(t.data)  # one copy (jnp.asarray makes two of a read-only view)
         else:
             static[id(t)] = t.data
 
