@@ -8,8 +8,9 @@ to per-channel statistics, or to compare). Its constants are put on
 the device for that segment only and freed with it, so peak memory is one segment's
 weights and one segment's compilation instead of the whole model's.
 
-Cuts are made only where every activation crossing them is floating point: integer
-tensors may be static values (shapes, axes) that the next ops need at trace time.
+Cuts are made only where every activation crossing them is floating point (or a graph
+input): an integer tensor computed inside may be a static value (a shape, an axis) that
+the next ops need at trace time.
 """
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ def plan_segments(graph: Graph, max_ops: int | None = None, max_weight_bytes: in
         """Activations computed before op `cut` and read at or after it."""
         return [t for k, t in tensors.items() if produced_at.get(k, cut) < cut and last_read.get(k, -2) >= cut]
 
+    graph_inputs = {id(t) for t in graph.inputs}
+
     def clean(cut: int) -> bool:
-        return all(t.dtype is not None and t.dtype.kind == "f" for t in live_at(cut))
+        return all(t.dtype is not None and t.dtype.kind == "f" or id(t) in graph_inputs for t in live_at(cut))
 
     bounds, start, weight, seen = [0], 0, 0, set()
     for i, op in enumerate(ops):

@@ -80,6 +80,26 @@ def test_no_cut_where_an_integer_tensor_is_alive():
     np.testing.assert_allclose(got["y"], whole_graph_values(graph, sample)["y"], rtol=1e-6)
 
 
+def test_integer_graph_input_read_late_does_not_stop_the_cuts():
+    """Graph inputs are traced arguments, never static, so they may cross any cut."""
+    rng = np.random.default_rng(1)
+    b = ModelBuilder()
+    x = b.input("x", [1, 4, 4, 3])
+    index = b.input("index", [2], dtype=np.int32)
+    h = x
+    for i in range(4):
+        w = b.const(f"w{i}", rng.standard_normal((3, 1, 1, 3)).astype(np.float32))
+        h = b.op("CONV_2D", [h, w, b.const(f"b{i}", np.zeros(3, np.float32))], name=f"h{i}")
+    y = b.op("GATHER", [h, index], {"axis": 3}, name="y")
+    b.output(y)
+    graph = b.build().main
+    segments = segmented.plan_segments(graph, max_ops=1)
+    assert len(segments) == len(graph.ops)
+    sample = [rng.standard_normal((1, 4, 4, 3)).astype(np.float32), np.array([2, 0], np.int32)]
+    last = list(segmented.evaluate_in_segments(graph, [sample], {"y"}.__contains__, max_ops=1))[-1]
+    np.testing.assert_allclose(last[0]["y"], whole_graph_values(graph, sample)["y"], rtol=1e-6)
+
+
 def test_graph_without_ops_yields_its_inputs():
     b = ModelBuilder()
     x = b.input("x", [1, 3])
