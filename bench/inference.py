@@ -161,8 +161,8 @@ def table(results: list[dict]) -> str:
                 lines.append(f"| {r['model']} | {engine} | failed: {e['error'][:60]} | | | |")
                 continue
             o, f, c, k = e["original"], e["fused"], e["ceiling"], e["ceiling_relu_kept"]
-            lines.append(f"| {r['model']} | {engine} | {o['median_s'] * 1e3:.2f} | {_ratio(e['original_again'], iqr=False)} | "
-                         f"{_ratio(f)} | {_ratio(c)} | "
+            lines.append(f"| {r['model']} | {engine} | {o['median_s'] * 1e3:.2f} | "
+                         f"{_ratio(e['original_again'], iqr=False)} | {_ratio(f)} | {_ratio(c)} | "
                          f"{_share(e, 'ceiling')} | {_ratio(k, iqr=False)} | {_share(e, 'ceiling_relu_kept')} |")
     lines += ["", "| model | file MB | ops orig -> fused (ceiling, ceiling with ReLU kept) | optimize s: read / reference run / passes / "
               "whole-model check / write = total | peak RSS MB (above the jax baseline) | above baseline / file size |",
@@ -246,9 +246,9 @@ def main(argv=None) -> int:
             results.append(bench_model(name, path, args.rounds, args.min_seconds, tmp))
             print(table(results[-1:]), flush=True)
     header = (f"Taken {started} on {machine()}; jax {__import__('jax').__version__}, {args.rounds} interleaved "
-              f"rounds per runtime, each on a fresh instance of every variant ({WARMUP} untimed inference, then the "
-              f"fastest of the inferences that fill {args.min_seconds:g} s); onert with NUM_THREADS=1; LiteRT with its default "
-              f"XNNPACK delegate.")
+              f"rounds per runtime, each on a fresh instance of every variant ({WARMUP} untimed inference, "
+              f"then the fastest of the inferences that fill {args.min_seconds:g} s); onert with NUM_THREADS=1; "
+              f"LiteRT with its default XNNPACK delegate.")
     with open(os.path.join(args.out, "inference.json"), "w") as f:
         json.dump({"machine": machine(), "taken": started, "rounds": args.rounds, "results": results}, f, indent=2)
     with open(os.path.join(args.out, "inference.md"), "w") as f:

@@ -565,7 +565,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         line = f"  {name}: median {t.median_s * 1e3:.3f} ms"
         if name != labels[0]:
             line += (f"; B/A per-round ratio median {t.ratio_median:.4f} "
-                     f"[95% interval {t.ratio_ci_low:.4f}, {t.ratio_ci_high:.4f}] (IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
+                     f"[95% interval {t.ratio_ci_low:.4f}, {t.ratio_ci_high:.4f}] "
+                     f"(IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
         print(line)
     return EXIT_OK
 
@@ -633,10 +634,11 @@ register(Command(
     "Compile MODEL (and MODEL_B) with jax.jit on the chosen device and time them interleaved,\n"
     "A B A B ..., on seeded random inputs. Each round places a fresh instance of each model\n"
     "(weights and inputs put on the device anew: where they land changes the speed), warms\n"
-    "it up and keeps its fastest single inference of those that fill --min-seconds. Prints each model's median\n"
-    "time and, with two models, the median per-round ratio B/A with its 95% bootstrap\n"
-    "interval and interquartile range (the machine's noise: a ratio whose interval holds 1.0\n"
-    "is no difference). bench/ has the full benchmark (onert, LiteRT, the ceilings).",
+    "it up and keeps its fastest single inference of those that fill --min-seconds. Prints\n"
+    "each model's median time and, with two models, the median per-round ratio B/A with its\n"
+    "95% bootstrap interval and interquartile range (the machine's noise: a ratio whose\n"
+    "interval holds 1.0 is no difference). bench/ has the full benchmark (onert, LiteRT, the\n"
+    "ceilings).",
     _add_bench_arguments, _run_bench, EXIT_CODES_HELP))
 
 

@@ -4,9 +4,9 @@ its weights on the device or compiles it as one XLA program.
 A graph (in topological order) is cut into consecutive runs of ops. Each segment is
 jit-compiled on its own, reads the activations that cross the cut in front of it, and
 returns the ones later segments still need, plus the tensors the caller keeps (to reduce
-to per-channel statistics, or to compare). Its constants are put on
-the device for that segment only and freed with it, so peak memory is one segment's
-weights and one segment's compilation instead of the whole model's.
+to per-channel statistics, or to compare). Its constants are put on the device for that
+segment only and freed with it, so peak memory is one segment's weights and one
+segment's compilation instead of the whole model's.
 
 Cuts are made only where every activation crossing them is floating point (or a graph
 input): an integer tensor computed inside may be a static value (a shape, an axis) that

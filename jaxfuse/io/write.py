@@ -38,6 +38,7 @@ class _ReservingBuilder(flatbuffers.Builder):
 
     def __init__(self, size: int):
         super().__init__(0)
+        size = max(size, mmap.PAGESIZE)
         self.Bytes = mmap.mmap(-1, size)
         self.head = size
         self.payloads: list[tuple[int, np.ndarray]] = []  # (offset from the end, bytes)
