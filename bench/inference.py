@@ -1,12 +1,13 @@
 """How much faster the fused models run, and how close that is to the limit.
 
-For each model: the converter's original, jaxfuse's fused model, and the CEILING (the
-original with every batch-norm MUL/ADD simply deleted: not equivalent, it only bounds what
-any fusion could gain) are timed interleaved (A B C, rotating, fresh instances every round) on XLA
-(jax.jit, CPU and GPU when JAX sees one), onert's cpu backend and LiteRT with 1 and 2
-threads. Reported per runtime: medians, and the median and interquartile range of the
-per-round ratios fused/original and ceiling/original; the share of the available gain
-that fusion gets is (1 - fused) / (1 - ceiling).
+For each model: the converter's original, jaxfuse's fused model, and the CEILINGS (the
+original with every batch-norm MUL/ADD simply deleted, with or without its ReLU: not
+equivalent, they only bound what any fusion could gain) are timed interleaved (A B C,
+rotating, fresh instances every round) on XLA (jax.jit, CPU and GPU when JAX sees one),
+onert's cpu backend and LiteRT with 1 and 2 threads, with the original timed a second time as an A/A control (its ratio shows the
+noise floor). Reported per runtime: medians, and the median, 95% interval and
+interquartile range of the per-round ratios to the original; the share of the available
+gain that fusion gets is (1 - fused) / (1 - ceiling).
 
     python bench/inference.py [--models ResNet50V2 ...] [--model-dir DIR] [--rounds N]
                               [--make-models-python PYTHON] [--out bench/results]
