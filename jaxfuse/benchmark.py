@@ -15,14 +15,10 @@ from typing import Callable
 import numpy as np
 
 from .ir import Model
+from .numerics import random_inputs
 
 Runner = Callable[[], None]
 Factory = Callable[[], Runner]  # makes a fresh instance of a model on a runtime
-
-
-def seeded_inputs(model: Model, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(tuple(t.shape)).astype(t.dtype) for t in model.main.inputs]
 
 
 def xla_factory(model: Model, device: str = "cpu") -> Factory:
@@ -35,7 +31,7 @@ def xla_factory(model: Model, device: str = "cpu") -> Factory:
     target = jax.devices(device)[0]
     fn, host_params = lower(model)
     host_params = {k: np.asarray(v) for k, v in host_params.items()}
-    host_inputs = seeded_inputs(model)
+    host_inputs = random_inputs(model.main, 1)[0]
     placed = jax.device_put((host_params, host_inputs), target)  # compiles for `target`
     compiled = jax.jit(fn).lower(placed[0], *placed[1]).compile()
     del placed
@@ -58,7 +54,7 @@ def litert_factory(path: str, threads: int) -> Factory:
     from .io import read, to_bytes
     model = read(path)
     content = to_bytes(model, "tflite")
-    inputs = seeded_inputs(model)
+    inputs = random_inputs(model.main, 1)[0]
 
     def make() -> Runner:
         interp = Interpreter(model_content=content, num_threads=threads)
@@ -75,7 +71,7 @@ def onert_factory(path: str, threads: int = 1) -> Factory:
     from onert.infer import session
 
     from .io import read
-    inputs = seeded_inputs(read(path))
+    inputs = random_inputs(read(path).main, 1)[0]
 
     def make() -> Runner:
         os.environ["NUM_THREADS"] = str(threads)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
-from .numerics import error_stats, random_input, relative_to_scale
+from .numerics import error_stats, random_inputs, relative_to_scale
 from .memory import release_free_memory
 from .segmented import compile_for_check, evaluate_in_segments
 
@@ -26,11 +26,6 @@ class VerificationError(RuntimeError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
-
-
-def random_inputs(graph: Graph, samples: int = 2, seed: int = 0) -> list[list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
 
 
 def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -22,6 +22,13 @@ def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
 
 
+def random_inputs(graph, samples: int = 2, seed: int = 0) -> list[list[np.ndarray]]:
+    """`samples` lists of arrays for graph.inputs, drawn by random_input from one Generator
+    seeded with `seed` (the same draws whoever asks: checks, benchmarks, tests)."""
+    rng = np.random.default_rng(seed)
+    return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
+
+
 def error_stats(reference, candidate) -> tuple[float, float, float]:
     """(max abs error, scale = max |reference|, error relative to that scale); shapes that
     differ are an infinite error."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxfuse
+from jaxfuse.numerics import random_inputs
 from reference import OnertCrash, logits_copy, relative_error, requires_onert, run_litert, run_onert
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
@@ -19,18 +20,13 @@ def jax_outputs(model, x):
     return [np.asarray(y) for y in jax.jit(fn)(params, *x)]
 
 
-def inputs_for(model, seed):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(tuple(t.shape)).astype(np.float32) for t in model.main.inputs]
-
-
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_jax_matches_litert(path, tmp_path):
     model = jaxfuse.load(path)
     logits = logits_copy(model)
     jaxfuse.save(logits, tmp_path / "logits.tflite")
     for seed in (0, 1):
-        x = inputs_for(model, seed)
+        x = random_inputs(model.main, 1, seed)[0]
         for ours, ref in zip(jax_outputs(model, x), run_litert(path, x)):
             assert relative_error(ours, ref) <= TOLERANCE
         for ours, ref in zip(jax_outputs(logits, x), run_litert(tmp_path / "logits.tflite", x)):
@@ -43,7 +39,7 @@ def test_jax_matches_onert(path, tmp_path):
     model = jaxfuse.load(path)
     logits = logits_copy(model)
     jaxfuse.save(logits, tmp_path / "logits.circle")
-    x = inputs_for(model, 0)
+    x = random_inputs(model.main, 1, 0)[0]
     try:
         reference = run_onert(path, x)
     except OnertCrash as e:

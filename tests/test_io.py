@@ -7,6 +7,7 @@ import pytest
 
 import jaxfuse
 from jaxfuse.io import ModelError, read_bytes, to_bytes
+from jaxfuse.numerics import random_inputs
 from reference import OnertCrash, requires_onert, run_litert, run_onert
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
@@ -98,15 +99,10 @@ def test_unused_buffers_are_dropped(tmp_path):
     assert len(to_bytes(model)) < (MODELS / "resnet50v2_tiny.tflite").stat().st_size - fc.inputs[1].buffer.nbytes + 1024
 
 
-def seeded_input(model, seed=3):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(tuple(t.shape)).astype(np.float32) for t in model.main.inputs]
-
-
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_written_tflite_runs_in_litert_like_the_original(path, tmp_path):
     model = jaxfuse.load(path)
-    x = seeded_input(model)
+    x = random_inputs(model.main, 1, 3)[0]
     expected = run_litert(path, x)
     jaxfuse.save(model, tmp_path / "copy.tflite")
     for a, b in zip(run_litert(tmp_path / "copy.tflite", x), expected):
@@ -120,7 +116,7 @@ def test_written_tflite_runs_in_litert_like_the_original(path, tmp_path):
 @pytest.mark.parametrize("path", [p for p in FIXTURES if "offsets" not in p.stem], ids=lambda p: p.stem)
 def test_written_files_run_in_onert_like_the_original(path, tmp_path):
     model = jaxfuse.load(path)
-    x = seeded_input(model)
+    x = random_inputs(model.main, 1, 3)[0]
     try:
         expected = run_onert(path, x)
     except OnertCrash as e:
@@ -136,7 +132,7 @@ def test_writer_can_store_constants_after_the_flatbuffer(tmp_path):
     data = to_bytes(model, "tflite", buffer_offsets=True)
     again = read_bytes(data)
     assert structure(again)[0] == structure(model)[0]
-    x = seeded_input(model)
+    x = random_inputs(model.main, 1, 3)[0]
     for a, b in zip(run_litert(data, x), run_litert(MODELS / "resnet50v2_tiny.tflite", x)):
         np.testing.assert_array_equal(a, b)
 

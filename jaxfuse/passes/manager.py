@@ -25,6 +25,7 @@ from ..ir import Graph, Model, Op, Tensor
 from ..lowering import tensor_keys
 from .. import equivalence
 from ..memory import release_free_memory
+from ..numerics import random_input
 from .base import PASSES, Pass, Refusal, Rewrite
 
 MAX_ROUNDS = 10
@@ -178,7 +179,7 @@ class _Optimizer:
     def _samples(self, frontier: list[Tensor]) -> list[list[np.ndarray]]:
         """A standard-normal sample, and one drawn per channel with the mean and spread the
         original model's activations had there (so a check sees realistic magnitudes)."""
-        samples = [[equivalence.random_input(t, self.rng) for t in frontier]]
+        samples = [[random_input(t, self.rng) for t in frontier]]
         if self._statistics is None:
             self._statistics = self._statistics_source()
         if frontier and all(id(t) in self._statistics for t in frontier):
