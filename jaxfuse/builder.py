@@ -12,6 +12,13 @@ Options start from the schema defaults of the op's options table, then the sensi
 defaults below (stride 1, softmax beta 1, ...), then what the caller gives. Output shapes
 and dtypes are inferred with the op's JAX lowering rule unless `output_shape` is given
 (which also allows ops that have no rule).
+
+Quantized tensors: pass `quant=quantization(scale, zero_point, axis)` to input(), const()
+and op() (for op() it is the output's, and `dtype` its storage type):
+
+    x = b.input("x", [1, 8, 8, 3], np.int8, quant=quantization(0.05, -3))
+    w = b.const("w", w_int8, quant=quantization(w_scales, 0, axis=0))
+    y = b.op("CONV_2D", [x, w, bias_int32], dtype=np.int8, quant=quantization(0.1, 5))
 """
 from __future__ import annotations
 
@@ -20,8 +27,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from .ir import Graph, Model, Op, OpCode, Tensor
-from .lowering.core import RULES, Ctx, apply_rule
+from .ir import Graph, Model, Op, OpCode, Quantization, Tensor
+from .lowering.core import QUANTIZED, Ctx, LoweringError, apply_rule, op_family, rule_for
 from .schema import BUILTIN_CODES, DTYPE_TO_TENSOR_TYPE, TENSOR_TYPES, option_defaults
 
 _STRIDE_1 = {"strideW": 1, "strideH": 1}
@@ -82,6 +89,16 @@ DEFAULT_OPTIONS: dict[str, tuple[str, dict]] = {
 _OUTPUT_DTYPES = {"SHAPE": np.int32, "ARG_MAX": np.int32, "ARG_MIN": np.int32, "DEQUANTIZE": np.float32}
 
 
+def quantization(scale, zero_point=0, axis: int = 0) -> Quantization:
+    """Quantization parameters: scale and zero point, scalars (per tensor) or vectors (per
+    channel along `axis`); a scalar zero point is repeated for every scale."""
+    scale = np.atleast_1d(np.asarray(scale, np.float32)).reshape(-1)
+    zero_point = np.atleast_1d(np.asarray(zero_point, np.int64)).reshape(-1)
+    if zero_point.size == 1 and scale.size > 1:
+        zero_point = np.repeat(zero_point, scale.size)
+    return Quantization(scale=scale, zero_point=zero_point, quantized_dimension=int(axis))
+
+
 class ModelBuilder:
     """Append tensors and ops to one subgraph; `build()` returns a validated Model."""
 
@@ -97,28 +114,33 @@ class ModelBuilder:
         t = Tensor(self.graph.unique_name(name), tuple(int(d) for d in shape), DTYPE_TO_TENSOR_TYPE[dtype])
         return t if buffer_value is None else t.set_data(buffer_value)
 
-    def input(self, name: str, shape: Sequence[int], dtype=np.float32) -> Tensor:
+    def input(self, name: str, shape: Sequence[int], dtype=np.float32, quant: Quantization | None = None) -> Tensor:
         """A graph input of a static shape."""
         t = self.graph.add_tensor(self._tensor(name, shape, dtype))
+        t.quantization = quant
         self.graph.inputs.append(t)
         return t
 
-    def const(self, name: str, value, dtype=None) -> Tensor:
+    def const(self, name: str, value, dtype=None, quant: Quantization | None = None) -> Tensor:
         """A constant tensor holding `value` (numpy dtype kept unless `dtype` is given)."""
         value = np.asarray(value, dtype=dtype)
         t = self.graph.add_tensor(self._tensor(name, value.shape, value.dtype, value))
-        if value.dtype.kind not in "fc":
+        t.quantization = quant
+        if value.dtype.kind not in "fc" and quant is None:
             self._static[id(t)] = t.data
         return t
 
     def op(self, op_type: str, inputs: Sequence[Tensor | None], options: dict | None = None, *,
            options_type: str | None = None, output_shape: Sequence[int] | None = None, dtype=None,
-           name: str | None = None, num_outputs: int = 1, version: int = 1) -> Tensor | list[Tensor]:
+           name: str | None = None, num_outputs: int = 1, version: int = 1,
+           quant: Quantization | None = None) -> Tensor | list[Tensor]:
         """Append a builtin op; returns its output tensor (a list when num_outputs > 1).
 
         None in `inputs` marks an omitted optional input. Without `output_shape` the
         output shapes (and, without `dtype`, dtypes) come from the op's lowering rule.
-        LiteRT accepts operator version 1 for every feature the lowering rules cover.
+        LiteRT accepts operator version 1 for every float feature the lowering rules cover;
+        quantized kernels check the version (int8 ops need 2 or more, int16 ones more still):
+        pass `version`. `quant` becomes every output's quantization.
         """
         if op_type not in BUILTIN_CODES:
             raise ValueError(f"unknown builtin op {op_type!r}")
@@ -137,6 +159,8 @@ class ModelBuilder:
         base = name or f"{op_type.lower()}_{len(self.graph.ops)}"
         outs = [self._tensor(base if num_outputs == 1 else f"{base}_{k}", output_shape or (), out_dtype)
                 for k in range(num_outputs)]
+        for t in outs:
+            t.quantization = quant
         op = Op(OpCode(BUILTIN_CODES[op_type], version), list(inputs), outs, options_type, fields)
         if output_shape is None:
             self._infer(op, explicit_dtype=dtype is not None)
@@ -145,9 +169,12 @@ class ModelBuilder:
         return outs[0] if num_outputs == 1 else outs
 
     def _infer(self, op: Op, explicit_dtype: bool) -> None:
-        rule = RULES.get(op.type)
-        if rule is None:
-            raise ValueError(f"{op.type} has no lowering rule to infer its output shape: give output_shape")
+        try:
+            rule = rule_for(op, len(self.graph.ops))
+        except LoweringError:
+            which = " for quantized tensors" if op_family(op) == QUANTIZED else ""
+            raise ValueError(f"{op.type} has no lowering rule{which} to infer its output shape: give output_shape") \
+                from None
         ctx = Ctx(op, len(self.graph.ops))
         values = [None if t is None else self._static.get(id(t), jax.ShapeDtypeStruct(t.shape, t.dtype))
                   for t in op.inputs]

@@ -8,9 +8,9 @@ to per-channel statistics, or to compare). Its constants are put on the device f
 segment only and freed with it, so peak memory is one segment's weights and one
 segment's compilation instead of the whole model's.
 
-Cuts are made only where every activation crossing them is floating point (or a graph
-input): an integer tensor computed inside may be a static value (a shape, an axis) that
-the next ops need at trace time.
+Cuts are made only where every activation crossing them is floating point, quantized
+(an integer tensor with a scale) or a graph input: another integer tensor computed inside
+may be a static value (a shape, an axis) that the next ops need at trace time.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from .ir import Graph, Op, Tensor
 from .lowering import lower_graph, tensor_keys
+from .lowering.quant import is_quantized_integer
 from .memory import release_free_memory
 
 SEGMENT_MAX_OPS = 16
@@ -70,7 +71,8 @@ def plan_segments(graph: Graph, max_ops: int | None = None, max_weight_bytes: in
     graph_inputs = {id(t) for t in graph.inputs}
 
     def clean(cut: int) -> bool:
-        return all(t.dtype is not None and t.dtype.kind == "f" or id(t) in graph_inputs for t in live_at(cut))
+        return all(t.dtype is not None and t.dtype.kind == "f" or is_quantized_integer(t) or id(t) in graph_inputs
+                   for t in live_at(cut))
 
     bounds, start, weight, seen = [0], 0, 0, set()
     for i, op in enumerate(ops):

@@ -446,7 +446,7 @@ def test_registry_rejects_duplicates_and_lists_ops():
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "DEQUANTIZE"} <= set(supported_ops())
     with pytest.raises(ValueError, match="already registered"):
         register("CONV_2D")(lambda ctx, x: x)
-    assert RULES["CONV_2D"].__name__ == "conv_2d"
+    assert RULES[("CONV_2D", "float")].__name__ == "conv_2d"
 
 
 def test_unsupported_op_names_type_index_and_output(rng):
@@ -460,15 +460,14 @@ def test_unsupported_op_names_type_index_and_output(rng):
         lower(b.build())
 
 
-def test_quantized_model_is_refused():
+def test_quantized_op_without_rule_names_its_types():
     b = ModelBuilder()
-    x = b.input("x", [1, 4], np.int8)
-    y = b.op("RELU", [x], output_shape=[1, 4])
-    b.output(y)
-    model = b.build()
-    x.quantization = jaxfuse.Quantization(scale=np.array([0.1], np.float32), zero_point=np.array([3]))
-    with pytest.raises(LoweringError, match=r"quantized \(int8/uint8\) models are not supported: tensor 'x' is"):
-        lower(model)
+    q = jaxfuse.Quantization(scale=np.array([0.1], np.float32), zero_point=np.array([3]))
+    x = b.input("x", [1, 4], np.int8, quant=q)
+    b.output(b.op("EXP", [x], output_shape=[1, 4], dtype=np.int8, quant=q, name="e"))
+    with pytest.raises(LoweringError, match=r"^op 0 \(EXP, output 'e'\) has no lowering rule for quantized tensors "
+                                            r"\(inputs int8 -> outputs int8\); quantized ops supported: "):
+        lower(b.build())
     assert issubclass(LoweringError, ValueError)
 
 

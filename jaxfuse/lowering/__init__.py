@@ -3,12 +3,14 @@
     fn, params = lower(model)          # main subgraph
     outputs = jax.jit(fn)(params, x)   # tuple in graph-output order
 
-One rule per builtin op, registered with `@register("OP")` in the modules below.
+One rule per builtin op and type family, registered with `@register("OP")` (float) or
+`@register("OP", QUANTIZED)` (int8 / uint8 / int16 tensors with scales) in the modules below.
 """
-from . import array, elementwise, nn, reduce  # noqa: F401  (the rule modules register themselves)
+from . import array, elementwise, nn, quantized_array, reduce  # noqa: F401  (the rule modules register themselves)
 from .activation import apply_activation
-from .core import RULES, Ctx, LoweringError, lower, lower_graph, register, supported_ops, tensor_keys
+from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, lower, lower_graph, op_family, register, rule_for,
+                   supported_ops, tensor_keys)
 
-__all__ = ["RULES", "Ctx", "LoweringError", "apply_activation", "lower", "lower_graph", "register",
-           "supported_ops", "tensor_keys"]
+__all__ = ["FLOAT", "QUANTIZED", "RULES", "Ctx", "LoweringError", "apply_activation", "lower", "lower_graph",
+           "op_family", "register", "rule_for", "supported_ops", "tensor_keys"]
 

@@ -3,12 +3,12 @@
 A rule is `rule(ctx, *values) -> array | tuple of arrays`: `ctx` describes the op (its
 options, input and output Tensors, where it sits in the graph) and `values` are the
 op's inputs in order (None for an omitted optional input). A value is either
-- a JAX array (or tracer): graph inputs, floating-point constants (read from `params`,
-  so they can be differentiated) and everything computed from them; or
-- a numpy array: *static*, known while tracing. Integer and bool constants (shapes,
-  axes, paddings, permutations) are static, and an op whose inputs are all static is
-  evaluated while tracing, so shape arithmetic (SHAPE -> STRIDED_SLICE -> PACK ->
-  RESHAPE) stays static under jit.
+- a JAX array (or tracer): graph inputs, floating-point and quantized constants (read from
+  `params`, so floats can be differentiated) and everything computed from them; or
+- a numpy array: *static*, known while tracing. Integer and bool constants without a
+  quantization scale (shapes, axes, paddings, permutations) are static, and an op whose
+  inputs are all static is evaluated while tracing, so shape arithmetic (SHAPE ->
+  STRIDED_SLICE -> PACK -> RESHAPE) stays static under jit.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from ..ir import Graph, Model, Op, Tensor
-from ..schema import TENSOR_TYPE_NAMES, option_defaults
+from ..schema import option_defaults
+from .quant import QuantParams, is_quantized_integer, quant_params, type_name
 
 
 class LoweringError(ValueError):
@@ -27,22 +28,61 @@ class LoweringError(ValueError):
 
 
 Rule = Callable[..., object]
-RULES: dict[str, Rule] = {}
+FLOAT, QUANTIZED = "float", "quantized"
+FAMILIES = (FLOAT, QUANTIZED)
+# (op type, type family) -> rule. The family of an op is QUANTIZED when one of its
+# tensors is a quantized integer (int8/uint8/int16 with a scale), else FLOAT (which also
+# covers plain integer and bool arithmetic on shapes, indices and masks).
+RULES: dict[tuple[str, str], Rule] = {}
 
 
-def register(op_type: str) -> Callable[[Rule], Rule]:
-    """Decorator: make `fn` the lowering rule of builtin `op_type`; a second rule for the same op is an error."""
+def register(op_type: str, family: str = FLOAT) -> Callable[[Rule], Rule]:
+    """Decorator: make `fn` the lowering rule of builtin `op_type` for one type family; a
+    second rule for the same op and family is an error."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown type family {family!r} (known: {', '.join(FAMILIES)})")
+
     def decorate(fn: Rule) -> Rule:
-        if op_type in RULES:
-            raise ValueError(f"a lowering rule for {op_type} is already registered ({RULES[op_type].__qualname__})")
-        RULES[op_type] = fn
+        key = (op_type, family)
+        if key in RULES:
+            raise ValueError(f"a {family} lowering rule for {op_type} is already registered "
+                             f"({RULES[key].__qualname__})")
+        RULES[key] = fn
         return fn
     return decorate
 
 
-def supported_ops() -> list[str]:
-    """The builtin op types that have a lowering rule, sorted."""
-    return sorted(RULES)
+def supported_ops(family: str = FLOAT) -> list[str]:
+    """The builtin op types that have a lowering rule for `family`, sorted."""
+    return sorted(op for op, fam in RULES if fam == family)
+
+
+def op_family(op: Op) -> str:
+    """QUANTIZED if any input or output of `op` is a quantized integer tensor, else FLOAT."""
+    return QUANTIZED if any(is_quantized_integer(t) for t in [*op.inputs, *op.outputs]) else FLOAT
+
+
+def _type_signature(op: Op) -> str:
+    ins = ", ".join("none" if t is None else type_name(t) + ("" if t.is_quantized else " (not quantized)")
+                    for t in op.inputs)
+    outs = ", ".join(type_name(t) for t in op.outputs)
+    return f"inputs {ins or 'none'} -> outputs {outs or 'none'}"
+
+
+def rule_for(op: Op, index: int) -> Rule:
+    """The rule lowering `op` (the op_family decides which); LoweringError naming the op,
+    its types and what is supported when there is none."""
+    family = op_family(op)
+    rule = RULES.get((op.type, family))
+    if rule is not None:
+        return rule
+    out = op.outputs[0].name if op.outputs else "?"
+    names = supported_ops(family)
+    short = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    if family == QUANTIZED:
+        raise LoweringError(f"op {index} ({op.type}, output '{out}') has no lowering rule for quantized tensors "
+                            f"({_type_signature(op)}); quantized ops supported: {short}")
+    raise LoweringError(f"op {index} ({op.type}, output '{out}') has no lowering rule; supported: {short}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +118,17 @@ class Ctx:
                 return defaults[name]
         raise self.error(f"option '{name}' is missing (options table: {self.op.options_type})")
 
+    def qparams(self, tensor: Tensor | int) -> QuantParams:
+        """The checked quantization parameters of `tensor` (or of input number `tensor`)."""
+        if isinstance(tensor, int):
+            tensor = self.op.inputs[tensor]
+        if tensor is None:
+            raise self.error("a quantized operand is missing")
+        try:
+            return quant_params(tensor)
+        except ValueError as e:
+            raise self.error(str(e)) from None
+
     def static(self, value, what: str) -> np.ndarray:
         """`value` as a numpy array; a value only known at run time is an error naming `what`."""
         if value is None:
@@ -102,13 +153,10 @@ def _is_float(t: Tensor) -> bool:
     return t.dtype is not None and t.dtype.kind == "f"
 
 
-def _check_not_quantized(tensors: Sequence[Tensor]) -> None:
-    for t in tensors:
-        # A float tensor's values do not depend on its quantization parameters (float16
-        # weights feeding DEQUANTIZE); an integer tensor with a scale is a quantized one.
-        if t.is_quantized and not _is_float(t):
-            raise LoweringError(f"quantized (int8/uint8) models are not supported: tensor '{t.name}' is quantized "
-                                f"({TENSOR_TYPE_NAMES.get(t.type, t.type)} with scale)")
+def _is_parameter(t: Tensor) -> bool:
+    """Constants that go to `params` (traced, differentiable for floats); the other
+    constants (shapes, axes, paddings) are static numpy values."""
+    return _is_float(t) or is_quantized_integer(t)
 
 
 def _needed_ops(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> list[tuple[int, Op]]:
@@ -142,24 +190,15 @@ def _check_result(ctx: Ctx, tensor: Tensor, value) -> None:
     if not ok:
         raise ctx.error(f"lowered shape {list(shape)} of '{tensor.name}' differs from the model's {list(expected)}")
     dtype = np.dtype(value.dtype)
-    if _is_float(tensor) and dtype != tensor.dtype:
+    if (_is_float(tensor) or is_quantized_integer(tensor)) and dtype != tensor.dtype:
         raise ctx.error(f"lowered dtype {dtype} of '{tensor.name}' differs from the model's {tensor.dtype}")
 
 
 def _plan(graph: Graph, inputs: list[Tensor], outputs: list[Tensor]) -> list[tuple[Ctx, Rule]]:
-    """(ctx, rule) for each op needed for `outputs`, in graph order, after checking that the
-    region is float, every op has a rule and every op's inputs are available in time."""
+    """(ctx, rule) for each op needed for `outputs`, in graph order, after checking that
+    every op has a rule and every op's inputs are available in time."""
     ops = _needed_ops(graph, inputs, outputs)
-    _check_not_quantized(inputs + [t for _, op in ops for t in op.inputs + op.outputs if t is not None])
-    plan = []
-    for index, op in ops:
-        rule = RULES.get(op.type)
-        if rule is None:
-            out = op.outputs[0].name if op.outputs else "?"
-            names = supported_ops()
-            short = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
-            raise LoweringError(f"op {index} ({op.type}, output '{out}') has no lowering rule; supported: {short}")
-        plan.append((Ctx(op, index), rule))
+    plan = [(Ctx(op, index), rule_for(op, index)) for index, op in ops]
     available = {id(t) for t in inputs}
     for ctx, _ in plan:
         for t in ctx.inputs:
@@ -213,7 +252,7 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
     for t in [t for ctx, _ in plan for t in ctx.inputs] + outputs:
         if t is None or not t.is_constant or id(t) in given:
             continue
-        if _is_float(t):
+        if _is_parameter(t):
             if keys[id(t)] not in params:
                 params[keys[id(t)]] = jax.device_put(t.data)  # one copy (jnp.asarray makes two of a read-only view)
         else:
