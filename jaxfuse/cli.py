@@ -25,12 +25,14 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
+from . import __version__, io
 from .memory import map_large_allocations
 from .io import ModelError, read as _read_model, write as _write_model
 from .io.write import atomic_write
 from .ir import GraphError, Model, Tensor
-from .numerics import RANDOM_INT_RANGE, random_input
+from .numerics import RANDOM_INT_RANGE, json_safe, random_input, short_name
+from .quantization import SCHEMES
+from .samples import SampleError, read_samples
 from .schema import TENSOR_TYPE_NAMES
 
 EXIT_OK = 0
@@ -331,6 +333,13 @@ def read_npz_inputs(npz_path: str, tensors: list[Tensor]) -> list[np.ndarray]:
         return arrays
 
 
+def _read_samples(path: str, tensors: list[Tensor], limit: int | None = None) -> list[list[np.ndarray]]:
+    try:
+        return read_samples(path, tensors, limit)
+    except SampleError as e:
+        raise CLIError(str(e)) from None
+
+
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     """np.savez-compatible archive, written atomically (temp file + rename). Any key works,
     including names like 'file' that np.savez's keyword arguments would swallow."""
@@ -487,12 +496,27 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=2, metavar="N", help="random samples without --inputs (default 2)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random samples (default 0)")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
-                   help="largest accepted error relative to each tensor's scale (default: 1e-4)")
+                   help="float models: largest accepted error relative to each tensor's scale (default: 1e-4)")
+    p.add_argument("--max-lsb", type=float, default=None, metavar="N",
+                   help="two quantized models: largest accepted difference in quantization steps (LSB) of "
+                        "MODEL_A's tensors (default: 1)")
+    p.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
+                   help="a float model against a quantized one: the SQNR every output must reach, in dB "
+                        "(default: 20); with two quantized models, also required when given")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
+def _format_diff(d) -> str:
+    if d.kind == "quantized":
+        return (f"max {d.lsb_error:.3g} LSB, {d.within_1_lsb:.3%} of elements within 1 LSB, "
+                f"SQNR {d.sqnr_db:.2f} dB")
+    if d.kind == "float-vs-quantized":
+        return f"SQNR {d.sqnr_db:.2f} dB, max abs error {d.max_abs_error:.3g} (scale {d.scale:.3g})"
+    return f"max abs error {d.max_abs_error:.3g}, scale {d.scale:.3g}, relative {d.rel_error:.3g}"
+
+
 def _run_verify(args: argparse.Namespace) -> int:
-    from .equivalence import DEFAULT_TOLERANCE, compare
+    from .equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
     from .lowering import LoweringError
 
     a = _validated(_load(args.model_a), args.model_a)
@@ -501,8 +525,12 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}")
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    max_lsb = DEFAULT_MAX_LSB if args.max_lsb is None else args.max_lsb
+    if not tolerance > 0 or not max_lsb >= 0:
+        raise CLIError("--tolerance must be positive and --max-lsb at least 0")
     try:
-        report = compare(a, b, samples, tolerance=tolerance, seed=args.seed, num_samples=args.samples)
+        report = compare(a, b, samples, tolerance=tolerance, seed=args.seed, num_samples=args.samples,
+                         max_lsb=max_lsb, min_sqnr=args.min_sqnr)
     except LoweringError as e:
         raise CLIError(f"cannot run the models: {e}") from None
     except ValueError as e:  # incompatible inputs/outputs
@@ -512,9 +540,169 @@ def _run_verify(args: argparse.Namespace) -> int:
     else:
         print(f"{args.model_a} vs {args.model_b}: {report.summary()}")
         for o in report.outputs:
-            print(f"  output '{o.name}': max abs error {o.max_abs_error:.3g}, scale {o.scale:.3g}, "
-                  f"relative {o.rel_error:.3g}")
+            print(f"  output '{o.name}': {_format_diff(o)}")
+        if report.mode != "float":
+            for t in report.worst_tensors:
+                print(f"  lowest SQNR: '{short_name(t.name)}': {_format_diff(t)}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+# -- quantize ----------------------------------------------------------------------------
+DEFAULT_CALIBRATION_SAMPLES = 32
+CHECK_SAMPLES = 8
+
+
+def _add_quantize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="IN", help="the float model (.tflite or .circle)")
+    p.add_argument("-o", "--output", metavar="OUT", required=True,
+                   help="where to write the quantized model; .tflite writes TFLite (TFL3), .circle circle (CIR0)")
+    p.add_argument("--calibration", metavar="FILE.npz",
+                   help="calibration samples: an .npz keyed by input name whose arrays carry a leading sample "
+                        "axis ([N, *input_shape], or [N, ...] in place of a batch dimension of 1), or a "
+                        "directory of such files; default: --samples seeded random samples")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help=f"without --calibration: how many seeded random samples (default "
+                        f"{DEFAULT_CALIBRATION_SAMPLES}); with it: use only its first N samples (default: all)")
+    p.add_argument("--scheme", choices=list(SCHEMES), default="int8",
+                   help="int8: int8 weights per channel and int8 activations (default); int16x8: int8 "
+                        "weights and int16 activations")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random samples (default 0)")
+    p.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
+                   help="the SQNR (dB) every output of the quantized model must reach against the float "
+                        "model in the check; below it nothing is written and the exit status is 1 (default: 20)")
+    p.add_argument("--report", metavar="FILE.json", help="also write the full report as JSON")
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    import time
+
+    from .quantization import QuantizationError, QuantizerUnavailable, quantize, quantizer_version
+
+    _check_output_path(args.output, MODEL_EXTENSIONS, "model")
+    if args.report is not None:
+        _check_output_path(args.report, (".json",), "report")
+    if args.samples is not None and args.samples < 1:
+        raise CLIError(f"--samples must be at least 1, got {args.samples}")
+    try:
+        quantizer_version()
+    except QuantizerUnavailable as e:
+        raise CLIError(str(e)) from None
+    t0 = time.perf_counter()
+    model = _validated(_load(args.input), args.input)
+    graph = model.main
+    quantized_inputs = [t.name for t in graph.tensors if t.is_quantized and t.dtype is not None
+                        and t.dtype.kind in "iu"]
+    if quantized_inputs:
+        raise CLIError(f"{args.input}: is already quantized (tensor '{quantized_inputs[0]}')")
+    _unique_names(graph.inputs, "input", args.input)
+    if args.calibration is not None:
+        calibration = _read_samples(args.calibration, graph.inputs, args.samples)
+        source = f"{len(calibration)} sample(s) from {args.calibration}"
+    else:
+        count = DEFAULT_CALIBRATION_SAMPLES if args.samples is None else args.samples
+        rng = np.random.default_rng(args.seed)
+        calibration = [random_inputs(graph.inputs, int(rng.integers(2 ** 31)), args.input) for _ in range(count)]
+        source = (f"{count} seeded random sample(s) (seed {args.seed}; floats standard normal): the ranges come "
+                  "from these, so give --calibration FILE.npz with real data for a model you will deploy")
+    timings = {"read": time.perf_counter() - t0}
+    t = time.perf_counter()
+    try:
+        result = quantize(model, calibration, args.scheme)
+    except QuantizationError as e:
+        raise CLIError(f"{args.input}: cannot quantize: {e}") from None
+    timings["quantize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    check = _check_quantized(model, result, calibration[:CHECK_SAMPLES], args.min_sqnr)
+    timings["check"] = time.perf_counter() - t
+    written = check["ok"]
+    if written:
+        t = time.perf_counter()
+        if args.output.lower().endswith(".circle"):
+            _save_model(result.model, args.output, args.input)
+        else:
+            _atomic_write(args.output, lambda f: f.write(result.tflite_bytes))
+        timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    report = {"input": args.input, "output": args.output if written else None, "scheme": args.scheme,
+              "scheme_description": SCHEMES[args.scheme][1], "quantizer": f"ai-edge-quantizer {result.quantizer_version}",
+              "calibration": source, "calibration_samples": len(calibration),
+              "ops": {"before": sum(model.op_histogram().values()), "after": sum(result.model.op_histogram().values())},
+              "bytes": {"before": model.parameter_bytes(), "after": result.model.parameter_bytes()},
+              "check": check, "timings": timings}
+    print(f"{args.input} -> {args.output if written else '(nothing written)'}: {args.scheme} "
+          f"({SCHEMES[args.scheme][1]}), {report['quantizer']}")
+    print(f"  calibration: {source}")
+    print(f"  ops {report['ops']['before']} -> {report['ops']['after']}, constants {report['bytes']['before']} -> "
+          f"{report['bytes']['after']} bytes")
+    print(f"  check on {check['samples']} calibration sample(s), float model vs quantized model:")
+    for out in check["outputs"]:
+        line = f"    output '{out['name']}': SQNR {out['sqnr_db']:.2f} dB through jaxfuse"
+        if out.get("litert_sqnr_db") is not None:
+            line += (f", {out['litert_sqnr_db']:.2f} dB through LiteRT; jaxfuse vs LiteRT: max "
+                     f"{out['jaxfuse_vs_litert_max_lsb']} LSB, {out['jaxfuse_vs_litert_within_1_lsb']:.3%} within 1 LSB")
+        print(line)
+    if check["litert"] is not None:
+        print(f"    LiteRT: {check['litert']}")
+    print("  lowest SQNR tensors: " + ", ".join(f"'{short_name(w['name'])}' {w['sqnr_db']:.1f} dB"
+                                             for w in check["worst_tensors"]))
+    print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    if args.report is not None:
+        text = json.dumps(json_safe(report), indent=2, default=_json_default)
+        _atomic_write(args.report, lambda f: f.write(text.encode()))
+    if not written:
+        print(f"jaxfuse: quantized model rejected: an output's SQNR is below {check['min_sqnr']:g} dB "
+              "(--min-sqnr sets the limit)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _check_quantized(model: Model, result, samples: list[list[np.ndarray]], min_sqnr: float | None) -> dict:
+    """SQNR of the quantized model against the float one through jaxfuse's lowering, and
+    the same through LiteRT with the LSB agreement of the two lowerings."""
+    from .engines import LITERT_AVAILABLE, run_litert
+    from .equivalence import compare
+    from .numerics import convert_sample, dequantize, sqnr_db
+    from .lowering import LoweringError, lower
+
+    try:
+        verdict = compare(model, result.model, samples, min_sqnr=min_sqnr)
+    except LoweringError as e:
+        raise CLIError(f"cannot check the quantized model: {e}") from None
+    outputs = [{"name": o.name, "sqnr_db": o.sqnr_db} for o in verdict.outputs]
+    litert_note = None
+    if LITERT_AVAILABLE:
+        import jax
+        float_model, quantized = model.main, result.model.main
+        fn, params = lower(result.model)
+        jitted = jax.jit(fn)
+        float_bytes = io.to_bytes(model, "tflite")
+        signal = [0.0] * len(outputs)
+        noise = [0.0] * len(outputs)
+        worst_lsb = [0] * len(outputs)
+        within = [0] * len(outputs)
+        count = [0] * len(outputs)
+        for sample in samples:
+            inputs = convert_sample(sample, float_model.inputs, quantized.inputs)
+            reference = run_litert(float_bytes, sample)
+            litert = run_litert(result.tflite_bytes, inputs)
+            ours = [np.asarray(y) for y in jitted(params, *inputs)]
+            for i, (ref, lit, own, t) in enumerate(zip(reference, litert, ours, quantized.outputs)):
+                real = dequantize(lit, t)
+                signal[i] += float(np.sum(np.asarray(ref, np.float64) ** 2))
+                noise[i] += float(np.sum((np.asarray(ref, np.float64) - real) ** 2))
+                diff = np.abs(own.astype(np.int64) - lit.astype(np.int64)) if own.dtype.kind in "iu" else \
+                    np.abs(own.astype(np.float64) - lit.astype(np.float64)) / max(float(np.max(np.abs(lit))), 1e-30)
+                worst_lsb[i] = max(worst_lsb[i], float(np.max(diff, initial=0)))
+                within[i] += int(np.sum(diff <= 1))
+                count[i] += diff.size
+        for i, out in enumerate(outputs):
+            out.update(litert_sqnr_db=sqnr_db(signal[i], noise[i]), jaxfuse_vs_litert_max_lsb=worst_lsb[i],
+                       jaxfuse_vs_litert_within_1_lsb=within[i] / max(count[i], 1))
+    else:
+        litert_note = "ai-edge-litert is not installed: no cross-check"
+    return {"ok": verdict.ok, "samples": len(samples), "min_sqnr": verdict.min_sqnr, "outputs": outputs,
+            "worst_tensors": [{"name": w.name, "sqnr_db": w.sqnr_db} for w in verdict.worst_tensors],
+            "litert": litert_note}
 
 
 # -- bench -------------------------------------------------------------------------------
@@ -618,17 +806,42 @@ register(Command(
          "fuse_mul_with_fullyconnected, fuse_add_with_fullyconnected, fuse_activation_function"])
     + "\n\n" + EXIT_CODES_HELP))
 register(Command(
-    "verify", "compare two models through JAX, tensor by tensor",
+    "verify", "compare two models through JAX, tensor by tensor (float, quantized, or one of each)",
     "Run MODEL_A and MODEL_B through JAX/XLA on the same inputs and compare their outputs (by\n"
-    "position) and every tensor the two share by name, in MODEL_A's execution order. Errors are\n"
-    "relative to the scale (max |value|) of MODEL_A's tensor. Names the first shared tensor\n"
-    "where they diverge. A rewrite that changes what a tensor holds renames it, so it is not\n"
-    "compared.\n\n"
+    "position) and every tensor the two share by name, in MODEL_A's execution order. A rewrite\n"
+    "that changes what a tensor holds renames it, so it is not compared.\n\n"
+    "  two float models: errors relative to the scale (max |value|) of MODEL_A's tensor; every\n"
+    "    output and shared tensor within --tolerance; names the first shared tensor that is not.\n"
+    "  two quantized models (int8 / uint8 / int16, run as LiteRT's kernels compute them):\n"
+    "    differences in LSB (quantization steps of MODEL_A's tensor), the share of elements\n"
+    "    within 1 LSB and the SQNR; outputs and shared tensors within --max-lsb.\n"
+    "  a float model and a quantized one (a model and its quantized version): SQNR in dB of\n"
+    "    the dequantized values against the float ones, per output and per shared tensor;\n"
+    "    every output must reach --min-sqnr; the tensors with the lowest SQNR are named.\n"
+    "Samples are drawn in MODEL_A's input types; MODEL_B gets the same real values in its own\n"
+    "(quantized with its input scale and zero point, or dequantized).\n\n"
     "output: one summary line and one line per output; --json prints the report object\n"
-    "(keys: ok, tolerance, samples, max_abs_error, max_rel_error, outputs, compared_tensors,\n"
-    "first_divergent, notes).",
+    "(keys: ok, mode, tolerance, max_lsb, min_sqnr, samples, max_abs_error, max_rel_error,\n"
+    "outputs, compared_tensors, first_divergent, worst_tensors, notes; a tensor entry has name,\n"
+    "kind, max_abs_error, scale, rel_error, sqnr_db, lsb_error, within_1_lsb; infinite values\n"
+    "are the strings \"inf\" / \"-inf\").",
     _add_verify_arguments, _run_verify, EXIT_CODES_HELP))
 
+register(Command(
+    "quantize", "quantize a float model with ai-edge-quantizer, then check it in JAX and LiteRT",
+    "Quantize IN with Google's ai-edge-quantizer (static post-training quantization; install it\n"
+    "with pip install 'jaxfuse[quantize]') and write OUT (.tflite -> TFL3, .circle -> CIR0). The\n"
+    "scales and the quantized graph are ai-edge-quantizer's, calibrated on the samples of\n"
+    "--calibration (or on seeded random samples, which the output says: real data gives the\n"
+    "ranges a deployed model needs). A model without a signature def gets one for the quantizer.\n\n"
+    "Afterwards the quantized model is checked against the float one on the first calibration\n"
+    f"samples (up to {CHECK_SAMPLES}): the SQNR of every output through jaxfuse's own quantized\n"
+    "lowering (integer arithmetic as LiteRT's kernels do it), the same through LiteRT, how far\n"
+    "the two lowerings are apart in LSB, and the tensors with the lowest SQNR. An output below\n"
+    "--min-sqnr means nothing is written and the exit status is 1.\n\n"
+    "output: what was written, the calibration source, op counts and constant bytes before and\n"
+    "after, the check, timings; --report FILE.json has the same as JSON.",
+    _add_quantize_arguments, _run_quantize, EXIT_CODES_HELP))
 register(Command(
     "bench", "time one model, or two against each other, through XLA",
     "Compile MODEL (and MODEL_B) with jax.jit on the chosen device and time them interleaved,\n"

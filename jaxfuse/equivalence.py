@@ -1,23 +1,30 @@
 """Equivalence checks: whole models (every shared tensor) and single rewrites (a region).
 
-Errors are reported relative to the scale of the reference tensor:
+Float errors are reported relative to the scale of the reference tensor:
     rel = max|a - b| / max|a|
-so one tolerance fits logits, probabilities and feature maps alike.
+so one tolerance fits logits, probabilities and feature maps alike. Two quantized models
+are compared in LSBs (quantization steps of the reference tensor), a float model and a
+quantized one by the SQNR of the quantized side's dequantized values, in dB:
+    sqnr = 10 log10(sum x_float^2 / sum (x_float - x_dequantized)^2)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
-from .numerics import error_stats, random_inputs, relative_to_scale
+from .numerics import (convert_sample, dequantize, error_stats, is_quantized_integer, json_safe, random_inputs,
+                       relative_to_scale, short_name, sqnr_db)
 from .memory import release_free_memory
 from .segmented import compile_for_check, evaluate_in_segments
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
+DEFAULT_MAX_LSB = 1.0           # two quantized models: outputs within one quantization step
+DEFAULT_MIN_SQNR = 20.0         # a float model against its quantized version: dB on every output
+FLOAT, QUANTIZED, MIXED = "float", "quantized", "float-vs-quantized"
 
 
 class VerificationError(RuntimeError):
@@ -47,10 +54,18 @@ def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, t
 
 @dataclass
 class TensorDiff:
+    """How far the candidate's tensor is from the reference's, over all samples. Errors are
+    in real units (quantized values dequantized). `kind` says what was compared: "float"
+    (both float), "quantized" (both quantized: lsb_error / within_1_lsb count in units of
+    the reference's scale) or "float-vs-quantized" (sqnr_db: the float side is the signal)."""
     name: str
     max_abs_error: float
     scale: float
     rel_error: float
+    kind: str = FLOAT
+    sqnr_db: float | None = None
+    lsb_error: float | None = None
+    within_1_lsb: float | None = None
 
 
 @dataclass
@@ -64,26 +79,113 @@ class VerifyReport:
     compared_tensors: int
     first_divergent: TensorDiff | None = None
     notes: list[str] = field(default_factory=list)
+    mode: str = FLOAT                     # the kind of the output comparisons (mixed outputs: float-vs-quantized)
+    max_lsb: float | None = None          # the limit applied to quantized pairs
+    min_sqnr: float | None = None         # the limit applied to float-vs-quantized pairs (and quantized ones if set)
+    worst_tensors: list[TensorDiff] = field(default_factory=list)  # lowest SQNR first
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return json_safe(asdict(self))
 
     def summary(self) -> str:
         verdict = "equivalent" if self.ok else "NOT equivalent"
-        line = (f"{verdict}: max error {self.max_abs_error:.3g} abs, {self.max_rel_error:.3g} of the output scale "
-                f"(tolerance {self.tolerance:g}), {len(self.outputs)} output(s), {self.compared_tensors} shared "
-                f"tensor(s), {self.samples} sample(s)")
+        if self.mode == FLOAT:
+            line = (f"{verdict}: max error {self.max_abs_error:.3g} abs, {self.max_rel_error:.3g} of the output scale "
+                    f"(tolerance {self.tolerance:g})")
+        elif self.mode == QUANTIZED:
+            worst = max((o.lsb_error for o in self.outputs if o.lsb_error is not None), default=0.0)
+            share = min((o.within_1_lsb for o in self.outputs if o.within_1_lsb is not None), default=1.0)
+            line = (f"{verdict}: outputs within {worst:.3g} LSB (limit {self.max_lsb:g}), {share:.2%} of elements "
+                    f"within 1 LSB, SQNR {_sqnr_text(self.outputs)}")
+        else:
+            line = (f"{'acceptable' if self.ok else 'NOT acceptable'}: SQNR of the quantized outputs "
+                    f"{_sqnr_text(self.outputs)} (minimum {self.min_sqnr:g} dB)")
+        line += (f", {len(self.outputs)} output(s), {self.compared_tensors} shared tensor(s), "
+                 f"{self.samples} sample(s)")
         if self.first_divergent is not None:
             d = self.first_divergent
-            line += f"; first divergent tensor '{d.name}' (error {d.rel_error:.3g} of its scale)"
+            size = f"{d.lsb_error:.3g} LSB" if d.kind == QUANTIZED else f"error {d.rel_error:.3g} of its scale"
+            line += f"; first divergent tensor '{d.name}' ({size})"
+        if self.worst_tensors and self.mode != FLOAT:
+            line += "; lowest SQNR: " + ", ".join(f"'{short_name(t.name)}' {t.sqnr_db:.1f} dB"
+                                                  for t in self.worst_tensors[:3])
         return "; ".join([line, *self.notes])
 
 
+def _sqnr_text(diffs: list[TensorDiff]) -> str:
+    return ", ".join(f"{d.sqnr_db:.2f} dB" for d in diffs if d.sqnr_db is not None) or "n/a"
+
+
+def pair_kind(a: Tensor, b: Tensor) -> str:
+    quantized = is_quantized_integer(a) + is_quantized_integer(b)
+    return (FLOAT, MIXED, QUANTIZED)[quantized]
+
+
+class _Accumulated:
+    """One compared pair's statistics over the samples."""
+
+    def __init__(self, a: Tensor, b: Tensor):
+        self.a, self.b, self.kind = a, b, pair_kind(a, b)
+        self.abs_err = self.scale = self.rel = 0.0
+        self.nonfinite = 0
+        self.signal = self.noise = 0.0
+        self.lsb = 0.0
+        self.within = self.count = 0
+
+    def add(self, value_a: np.ndarray, value_b: np.ndarray) -> None:
+        real_a, real_b = dequantize(value_a, self.a), dequantize(value_b, self.b)
+        abs_err, scale, nonfinite = _nan_aware_error(real_a, real_b)
+        rel = relative_to_scale(abs_err, scale)
+        if rel > self.rel or (self.rel == 0 and abs_err > self.abs_err):
+            self.abs_err, self.scale, self.rel = abs_err, scale, rel
+        self.nonfinite += nonfinite
+        signal = real_b if self.kind == MIXED and is_quantized_integer(self.a) else real_a
+        finite = np.isfinite(real_a) & np.isfinite(real_b)
+        self.signal += float(np.sum(np.where(finite, signal, 0.0) ** 2))
+        self.noise += float(np.sum(np.where(finite, real_a - real_b, 0.0) ** 2))
+        if self.kind == QUANTIZED:
+            lsb = np.abs(real_a - real_b) / dequantize_scale(self.a, real_a.ndim)
+            self.lsb = max(self.lsb, float(np.max(lsb, initial=0.0)))
+            self.within += int(np.sum(lsb <= 1.0 + 1e-9))
+            self.count += lsb.size
+
+    def diff(self, name: str) -> TensorDiff:
+        sqnr = sqnr_db(self.signal, self.noise) if self.kind != FLOAT else None
+        lsb = self.lsb if self.kind == QUANTIZED else None
+        within = (self.within / self.count if self.count else 1.0) if self.kind == QUANTIZED else None
+        return TensorDiff(name, self.abs_err, self.scale, self.rel, self.kind, sqnr, lsb, within)
+
+
+def dequantize_scale(tensor: Tensor, ndim: int) -> np.ndarray:
+    """The tensor's scale shaped to broadcast against its values (one LSB in real units)."""
+    scale = np.asarray(tensor.quantization.scale, np.float64).reshape(-1)
+    if scale.size == 1:
+        return scale[0]
+    shape = [1] * ndim
+    shape[tensor.quantization.quantized_dimension] = -1
+    return scale.reshape(shape)
+
+
+def _acceptable(d: TensorDiff, tolerance: float, max_lsb: float, min_sqnr: float | None) -> bool:
+    if d.kind == FLOAT:
+        return d.rel_error <= tolerance
+    if d.kind == QUANTIZED:
+        return d.lsb_error <= max_lsb and (min_sqnr is None or d.sqnr_db >= min_sqnr)
+    return d.sqnr_db >= min_sqnr
+
+
 def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
-            tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2) -> VerifyReport:
+            tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
+            max_lsb: float = DEFAULT_MAX_LSB, min_sqnr: float | None = None) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
     two share by name. Both run segment by segment in lockstep (jaxfuse.segmented), so
-    peak memory is a few segments' weights and activations, not two whole models'."""
+    peak memory is a few segments' weights and activations, not two whole models'.
+
+    Float pairs must agree within `tolerance` of the reference's scale; quantized pairs
+    within `max_lsb` LSB (and `min_sqnr` dB when given); a float output against a quantized
+    one must reach `min_sqnr` dB (default DEFAULT_MIN_SQNR). `samples` are in the
+    reference's input types; the candidate gets the same real values in its own types
+    (quantized or dequantized)."""
     ga, gb = reference.main, candidate.main
     if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
         raise ValueError("the models have different inputs: "
@@ -92,6 +194,7 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
     if samples is None:
         samples = random_inputs(ga, num_samples, seed)
+    samples_b = [convert_sample(sample, ga.inputs, gb.inputs) for sample in samples]
     keys_a, keys_b = tensor_keys(ga), tensor_keys(gb)
     by_key_b = {keys_b[id(t)]: t for t in gb.tensors}
     order = [t for op in ga.ops for t in op.outputs]  # the reference's execution order
@@ -100,51 +203,57 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
     mismatched = [name for name, t in shared if tuple(by_key_b[name].shape) != tuple(t.shape)]
     pairs = [(f"out{i}", keys_a[id(ta)], keys_b[id(tb)]) for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))]
     pairs += [(name, name, name) for name, _ in shared if name not in mismatched]
+    tensors_a = {keys_a[id(t)]: t for t in ga.tensors}
+    stats = {label: _Accumulated(tensors_a[ka], by_key_b[kb]) for label, ka, kb in pairs}
 
     labels_a: dict[str, list[str]] = {}
     labels_b: dict[str, list[str]] = {}
     for label, ka, kb in pairs:
         labels_a.setdefault(ka, []).append(label)
         labels_b.setdefault(kb, []).append(label)
-    worst: dict[str, tuple[float, float, float]] = {}
-    nonfinite_outputs: set[str] = set()
-    for label, per_sample in _paired_values(ga, gb, samples, labels_a, labels_b):
+    seen: set[str] = set()
+    for label, per_sample in _paired_values(ga, gb, samples, samples_b, labels_a, labels_b):
         for a, b in per_sample:
-            if a.shape != b.shape:
-                continue
-            abs_err, scale, nonfinite = _nan_aware_error(a, b)
-            if label.startswith("out") and nonfinite:
-                nonfinite_outputs.add(label)
-            rel = relative_to_scale(abs_err, scale)
-            if label not in worst or rel > worst[label][2]:
-                worst[label] = (abs_err, scale, rel)
+            if a.shape == b.shape:
+                stats[label].add(a, b)
+                seen.add(label)
     release_free_memory()
+    missing = TensorDiff("", float("inf"), 0.0, float("inf"))  # never compared: shapes differ
     outputs = []
-    for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs)):
-        abs_err, scale, rel = worst.get(f"out{i}", (float("inf"), 0.0, float("inf")))  # absent: shapes differ
-        outputs.append(TensorDiff(ta.name, abs_err, scale, rel))
+    for i, ta in enumerate(ga.outputs):
+        label = f"out{i}"
+        outputs.append(stats[label].diff(ta.name) if label in seen else replace(missing, name=ta.name))
+    mode = MIXED if any(o.kind == MIXED for o in outputs) else (
+        QUANTIZED if outputs and all(o.kind == QUANTIZED for o in outputs) else FLOAT)
+    sqnr_limit = min_sqnr if min_sqnr is not None or mode != MIXED else DEFAULT_MIN_SQNR
     first = None
+    shared_diffs = []
     for name, t in shared:
-        abs_err, scale, rel = worst.get(name, (float("inf"), 0.0, float("inf")))
-        if rel > tolerance:
-            first = TensorDiff(t.name, abs_err, scale, rel)
-            break
+        d = stats[name].diff(t.name) if name in seen else replace(missing, name=t.name)
+        shared_diffs.append(d)
+        if first is None and d.kind != MIXED and not _acceptable(d, tolerance, max_lsb, None):
+            first = d
+    worst = sorted((d for d in outputs + shared_diffs if d.sqnr_db is not None), key=lambda d: d.sqnr_db)[:5]
     max_abs = max((o.max_abs_error for o in outputs), default=0.0)
     max_rel = max((o.rel_error for o in outputs), default=0.0)
     notes = [f"output '{ga.outputs[int(label[3:])].name}' of the reference holds NaN or infinity for these inputs: "
-             "there only matching non-finite values were checked" for label in sorted(nonfinite_outputs)]
-    return VerifyReport(ok=max_rel <= tolerance and first is None, tolerance=tolerance, samples=len(samples),
-                        max_abs_error=max_abs, max_rel_error=max_rel, outputs=outputs,
-                        compared_tensors=len(shared), first_divergent=first, notes=notes)
+             "there only matching non-finite values were checked"
+             for label in sorted(label for label in seen if label.startswith("out") and stats[label].nonfinite)]
+    ok = all(_acceptable(o, tolerance, max_lsb, sqnr_limit) for o in outputs) and first is None
+    return VerifyReport(ok=ok, tolerance=tolerance, samples=len(samples), max_abs_error=max_abs,
+                        max_rel_error=max_rel, outputs=outputs, compared_tensors=len(shared), first_divergent=first,
+                        notes=notes, mode=mode, max_lsb=max_lsb if mode == QUANTIZED else None,
+                        min_sqnr=sqnr_limit, worst_tensors=worst)
 
 
-def _paired_values(ga: Graph, gb: Graph, samples, labels_a: dict[str, list[str]], labels_b: dict[str, list[str]]):
+def _paired_values(ga: Graph, gb: Graph, samples_a, samples_b, labels_a: dict[str, list[str]],
+                   labels_b: dict[str, list[str]]):
     """Yield (label, [(value in a, value in b) per sample]) as soon as both graphs have
     computed a label's tensors. The two run segment by segment in lockstep, the one
     behind advancing first, so only the few tensors computed by one and not yet by the
     other are held at a time."""
-    runs = [evaluate_in_segments(ga, samples, labels_a.__contains__),
-            evaluate_in_segments(gb, samples, labels_b.__contains__)]
+    runs = [evaluate_in_segments(ga, samples_a, labels_a.__contains__),
+            evaluate_in_segments(gb, samples_b, labels_b.__contains__)]
     labels = [labels_a, labels_b]
     pending: list[dict[str, list]] = [{}, {}]
     done = [False, False]

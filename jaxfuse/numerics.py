@@ -1,5 +1,6 @@
 """NumPy-only helpers shared by the CLI, the equivalence checks and the reference engines:
-seeded random inputs and the error measure (no JAX import, so the CLI stays quick)."""
+seeded random inputs, (de)quantization of sample arrays and the error measures (no JAX
+import, so the CLI stays quick)."""
 import numpy as np
 
 from .ir import Tensor
@@ -8,10 +9,14 @@ RANDOM_INT_RANGE = (0, 9)  # inclusive
 
 
 def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
-    """Standard normal for floats (negative values included), integers uniform in
-    RANDOM_INT_RANGE, fair coin flips for bools."""
+    """Standard normal for floats (negative values included), quantized integers uniform
+    over their whole type (every real value the quantization can express), other integers
+    uniform in RANDOM_INT_RANGE, fair coin flips for bools."""
     dtype = tensor.dtype or np.dtype(np.float32)
     shape = tuple(max(int(d), 1) for d in tensor.shape)
+    if dtype.kind in "iu" and tensor.is_quantized:
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "c":
@@ -44,3 +49,89 @@ def error_stats(reference, candidate) -> tuple[float, float, float]:
 def relative_to_scale(abs_err: float, scale: float) -> float:
     """abs_err / scale, with 0 for no error and a tiny floor under an all-zero reference."""
     return 0.0 if abs_err == 0.0 else abs_err / max(scale, np.finfo(np.float32).tiny)
+
+
+def is_quantized_integer(tensor: Tensor) -> bool:
+    return tensor.dtype is not None and tensor.dtype.kind in "iu" and tensor.is_quantized
+
+
+def _along_axis(values: np.ndarray, tensor: Tensor, ndim: int) -> np.ndarray:
+    """Per-tensor parameters as scalars, per-channel ones shaped to broadcast on their axis."""
+    values = np.asarray(values).reshape(-1)
+    if values.size == 1:
+        return values[0]
+    shape = [1] * ndim
+    shape[tensor.quantization.quantized_dimension] = -1
+    return values.reshape(shape)
+
+
+def dequantize(q: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """The real values scale * (q - zero_point) of a quantized tensor's array, in float64;
+    other arrays are returned as float64 unchanged."""
+    q = np.asarray(q)
+    if not is_quantized_integer(tensor):
+        return q.astype(np.float64)
+    quant = tensor.quantization
+    scale = _along_axis(np.asarray(quant.scale, np.float64), tensor, q.ndim)
+    zero_point = _along_axis(np.asarray(quant.zero_point, np.int64), tensor, q.ndim)
+    return (q.astype(np.int64) - zero_point) * scale
+
+
+def quantize(real: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """The array of `tensor`'s type holding `real`: round(real / scale) + zero_point, halves
+    to even, saturated (as LiteRT's QUANTIZE does on x86) for a quantized tensor; a plain
+    cast otherwise."""
+    real = np.asarray(real)
+    if not is_quantized_integer(tensor):
+        return real.astype(tensor.dtype)
+    quant = tensor.quantization
+    scale = _along_axis(np.asarray(quant.scale, np.float32), tensor, real.ndim)
+    zero_point = _along_axis(np.asarray(quant.zero_point, np.int64), tensor, real.ndim)
+    info = np.iinfo(tensor.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.clip(np.rint(real.astype(np.float32) / scale), info.min - 2.0 ** 16, info.max + 2.0 ** 16)
+    return np.clip(np.nan_to_num(scaled).astype(np.int64) + zero_point, info.min, info.max).astype(tensor.dtype)
+
+
+def convert_sample(sample: list[np.ndarray], source: list[Tensor], target: list[Tensor]) -> list[np.ndarray]:
+    """A sample drawn for graph inputs `source` as arrays for graph inputs `target` of
+    another model: the real values stay, the storage type follows the target (a float
+    sample is quantized for a quantized input, an integer one dequantized for a float one)."""
+    converted = []
+    for array, src, dst in zip(sample, source, target):
+        same_storage = src.dtype == dst.dtype and (not is_quantized_integer(src) or _same_quantization(src, dst))
+        converted.append(array if same_storage else quantize(dequantize(array, src), dst))
+    return converted
+
+
+def _same_quantization(a: Tensor, b: Tensor) -> bool:
+    qa, qb = a.quantization, b.quantization
+    return (qb is not None and np.array_equal(qa.scale, qb.scale) and np.array_equal(qa.zero_point, qb.zero_point)
+            and qa.quantized_dimension == qb.quantized_dimension)
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10 log10(signal / noise); infinite when there is no noise."""
+    if noise_power == 0:
+        return float("inf")
+    if signal_power == 0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal_power / noise_power))
+
+
+def json_safe(value):
+    """`value` with infinite and NaN floats replaced by the strings "inf", "-inf", "nan"
+    (JSON has no such numbers), through dicts and lists."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """A tensor name for one line of text: converters join the names of fused ops with ';'."""
+    first = name.split(";")[0][:limit]
+    return first if first == name else first + "..."
