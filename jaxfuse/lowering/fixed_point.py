@@ -8,8 +8,9 @@ while preparing). At run time an int32 accumulator x becomes round(x * M / 2^(31
 (`multiply_by_quantized_multiplier`). TFLite builds do that rounding one of two ways:
 
 - "single": (x*M + 2^(s-1)) >> s with s = 31 - shift, one rounding, ties toward +inf
-  (TFLITE_SINGLE_ROUNDING builds, and ruy's output stage for CONV_2D / FULLY_CONNECTED);
-- "double": SaturatingRoundingDoublingHighMul (x*M / 2^31, ties away from zero) followed by
+  (TFLITE_SINGLE_ROUNDING builds; the x86 LiteRT wheel is not one: its ops use "double",
+  and ruy's output stage in CONV_2D / FULLY_CONNECTED a third way, see quantized_nn.py);
+- "double": SaturatingRoundingDoublingHighMul (x*M / 2^31, ties toward +inf) followed by
   RoundingDivideByPOT (ties away from zero): gemmlowp's two roundings.
 
 The tests pin down which one the installed LiteRT wheel uses per op.
@@ -86,8 +87,9 @@ def rounding_divide_by_pot(x, exponent):
 
 
 def saturating_rounding_doubling_high_mul(a, b):
-    """gemmlowp's SaturatingRoundingDoublingHighMul of int32 values: (a*b + nudge) / 2^31,
-    ties away from zero, INT32_MIN * INT32_MIN saturating to INT32_MAX (int64 in, int64 out)."""
+    """gemmlowp's SaturatingRoundingDoublingHighMul of int32 values: (a*b + nudge) / 2^31 with
+    C's truncating division, which rounds ties toward +inf (-692.5 gives -692), and
+    INT32_MIN * INT32_MIN saturating to INT32_MAX (int64 in, int64 out)."""
     with x64():
         a = jnp.asarray(a, jnp.int64)
         b = jnp.asarray(b, jnp.int64)
