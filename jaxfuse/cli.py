@@ -33,7 +33,7 @@ from .ir import GraphError, Model, Tensor
 from .numerics import RANDOM_INT_RANGE, json_safe, random_input, short_name
 from .quantization import SCHEMES
 from .samples import SampleError, read_samples
-from .schema import TENSOR_TYPE_NAMES
+from .schema import TENSOR_TYPE_NAMES, TENSOR_TYPES
 
 EXIT_OK = 0
 EXIT_FAILED = 1        # a verification found a difference (verify / optimize)
@@ -148,7 +148,12 @@ INSPECT_JSON_HELP = """\
                             "CUSTOM(code)"
   inputs, outputs           the main subgraph's (subgraph 0) graph inputs / outputs, in order:
                             [{"name", "shape", "shape_signature" (list or null),
-                              "dtype" (e.g. "float32", "int8"), "quantized" (bool)}]
+                              "dtype" (e.g. "float32", "int8"), "quantized" (bool),
+                              "scale", "zero_point" (lists; only when quantized)}]
+  quantization              {"scheme": "float", "float16 weights", "int8", "uint8",
+                             "int16x8", "dynamic range" (integer weights, float
+                             activations) or "mixed", "quantized_tensors",
+                             "per_channel_tensors", "quantized_types" ({type: count})}
   constant_parameter_bytes  bytes of constant data, each shared buffer counted once
   constant_buffer_count     number of distinct constant buffers
   signature_defs            [{"key", "subgraph", "inputs": {name: tensor name},
@@ -162,9 +167,40 @@ def _add_inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _tensor_info(t: Tensor) -> dict:
-    return {"name": t.name, "shape": [int(d) for d in t.shape],
+    info = {"name": t.name, "shape": [int(d) for d in t.shape],
             "shape_signature": None if t.shape_signature is None else [int(d) for d in t.shape_signature],
             "dtype": _dtype_name(t), "quantized": bool(t.is_quantized)}
+    if t.is_quantized:
+        info["scale"] = [float(v) for v in t.quantization.scale]
+        info["zero_point"] = [int(v) for v in t.quantization.zero_point] if t.quantization.zero_point is not None \
+            else []
+    return info
+
+
+def quantization_summary(model: Model) -> dict:
+    """What kind of quantization the model uses, judged from its tensors' types."""
+    quantized = [t for g in model.graphs for t in g.tensors if t.is_quantized and t.dtype is not None
+                 and t.dtype.kind in "iu"]
+    types: dict[str, int] = {}
+    for t in quantized:
+        types[_dtype_name(t)] = types.get(_dtype_name(t), 0) + 1
+    activations = {_dtype_name(t) for t in quantized if not t.is_constant}
+    boundary = {id(t) for g in model.graphs for t in [*g.inputs, *g.outputs]}
+    float_inside = any(not t.is_constant and id(t) not in boundary and t.dtype is not None and t.dtype.kind == "f"
+                       for g in model.graphs for t in g.tensors)
+    if not quantized:
+        half = any(op.type == "DEQUANTIZE" and op.inputs[0] is not None and op.inputs[0].type == TENSOR_TYPES["FLOAT16"]
+                   for g in model.graphs for op in g.ops)
+        scheme = "float16 weights" if half else "float"
+    elif not activations:
+        scheme = "dynamic range"
+    elif len(activations) > 1 or float_inside:
+        scheme = "mixed"
+    else:
+        scheme = "int16x8" if activations == {"int16"} else activations.pop()
+    return {"scheme": scheme, "quantized_tensors": len(quantized),
+            "per_channel_tensors": sum(len(t.quantization.scale) > 1 for t in quantized),
+            "quantized_types": dict(sorted(types.items()))}
 
 
 def model_summary(model: Model, path: str) -> dict:
@@ -191,6 +227,7 @@ def model_summary(model: Model, path: str) -> dict:
         "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
         "inputs": [_tensor_info(t) for t in main.inputs] if main else [],
         "outputs": [_tensor_info(t) for t in main.outputs] if main else [],
+        "quantization": quantization_summary(model),
         "constant_parameter_bytes": sum(buffers.values()),
         "constant_buffer_count": len(buffers),
         "signature_defs": [{"key": s.key, "subgraph": s.graph_index,
@@ -207,6 +244,12 @@ def _shape_text(info: dict) -> str:
     return text
 
 
+def _quantization_text(info: dict) -> str:
+    if len(info["scale"]) == 1:
+        return f" quantized (scale {info['scale'][0]:.6g}, zero point {info['zero_point'][0]})"
+    return f" quantized ({len(info['scale'])} per-channel scales)"
+
+
 def _format_summary(s: dict) -> str:
     lines = [f"file:         {s['file']}",
              f"format:       {s['format']}",
@@ -217,6 +260,13 @@ def _format_summary(s: dict) -> str:
               f"tensors:      {s['tensor_count']}",
               f"ops:          {s['op_count']}",
               f"constants:    {s['constant_parameter_bytes']} bytes in {s['constant_buffer_count']} distinct buffers"]
+    q = s["quantization"]
+    if q["quantized_tensors"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in q["quantized_types"].items())
+        lines.append(f"quantization: {q['scheme']} ({q['quantized_tensors']} quantized tensors: {kinds}; "
+                     f"{q['per_channel_tensors']} per channel)")
+    else:
+        lines.append(f"quantization: {q['scheme']}")
 
     def table(rows: list[list[str]], indent="  ") -> list[str]:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
@@ -225,7 +275,7 @@ def _format_summary(s: dict) -> str:
     where = " (subgraph 0)" if s["subgraph_count"] > 1 else ""
     for role in ("inputs", "outputs"):
         lines.append(f"{role}{where}:" + ("" if s[role] else " none"))
-        lines += table([[t["name"], _shape_text(t), t["dtype"] + (" quantized" if t["quantized"] else "")]
+        lines += table([[t["name"], _shape_text(t), t["dtype"] + (_quantization_text(t) if t["quantized"] else "")]
                         for t in s[role]])
     lines.append("op histogram:" + ("" if s["op_histogram"] else " no ops"))
     lines += table([[name, str(n)] for name, n in s["op_histogram"].items()])
