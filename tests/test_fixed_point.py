@@ -10,21 +10,25 @@ from jaxfuse.lowering import fixed_point as fp
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
-def ref_single(x: int, m: int, shift: int) -> int:
-    total = 31 - shift
-    return (x * m + (1 << (total - 1))) >> total  # Python ints: exact, >> floors
+def ref_high(x: int, m: int, shift: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul of x << max(shift, 0) (Python ints: exact)."""
+    a = x * (1 << max(shift, 0))
+    if a == m == INT32_MIN:
+        return INT32_MAX
+    product = a * m
+    nudge = (1 << 30) if product >= 0 else 1 - (1 << 30)
+    v = product + nudge
+    return v // (1 << 31) if v >= 0 else -((-v) // (1 << 31))  # C division truncates
+
+
+def ref_vector(x: int, m: int, shift: int) -> int:
+    right = max(-shift, 0)
+    return (ref_high(x, m, shift) + ((1 << right) >> 1)) >> right  # >> floors: ties go up
 
 
 def ref_double(x: int, m: int, shift: int) -> int:
-    left, right = max(shift, 0), max(-shift, 0)
-    a = x * (1 << left)
-    if a == m == INT32_MIN:
-        high = INT32_MAX
-    else:
-        product = a * m
-        nudge = (1 << 30) if product >= 0 else 1 - (1 << 30)
-        v = product + nudge
-        high = v // (1 << 31) if v >= 0 else -((-v) // (1 << 31))  # C division truncates
+    right = max(-shift, 0)
+    high = ref_high(x, m, shift)
     mask = (1 << right) - 1
     remainder = high & mask
     threshold = (mask >> 1) + (1 if high < 0 else 0)
@@ -64,7 +68,7 @@ def test_round_half_away_from_zero():
     assert fp.round_half_away([0.5, 1.5, 2.5, -0.5, -2.5, 0.49]).tolist() == [1, 2, 3, -1, -3, 0]
 
 
-@pytest.mark.parametrize("rounding,reference", [("single", ref_single), ("double", ref_double)])
+@pytest.mark.parametrize("rounding,reference", [("vector", ref_vector), ("double", ref_double)])
 @pytest.mark.parametrize("real", [0.5, 0.0123, 3.1e-5, 0.9999, 1.5, 7.25])
 def test_multiply_by_quantized_multiplier_matches_the_integer_reference(rng, rounding, reference, real):
     m, shift = fp.quantize_multiplier(real)
@@ -78,12 +82,26 @@ def test_multiply_by_quantized_multiplier_matches_the_integer_reference(rng, rou
 
 
 def test_roundings_differ_only_on_ties():
-    # 6 * 0.25 = 1.5 -> 2 both ways; -1.5: single rounding gives -1 (ties toward +inf),
-    # double rounding -2 (its final RoundingDivideByPOT rounds ties away from zero)
+    # 6 * 0.25 = 1.5 -> 2 both ways; -1.5: "vector" gives -1 (ties toward +inf), "double"
+    # -2 (its final RoundingDivideByPOT rounds ties away from zero); -7 * 0.25 = -1.75: both
+    # round twice (-3.5 -> -3 first), and "vector" ends at -1
     m, shift = fp.quantize_multiplier(0.25)
-    xs = np.array([6, -6, 10, -10], np.int32)
-    assert np.asarray(fp.multiply_by_quantized_multiplier(xs, m, shift, "single")).tolist() == [2, -1, 3, -2]
-    assert np.asarray(fp.multiply_by_quantized_multiplier(xs, m, shift, "double")).tolist() == [2, -2, 3, -3]
+    xs = np.array([6, -6, 10, -10, 7, -7], np.int32)
+    assert np.asarray(fp.multiply_by_quantized_multiplier(xs, m, shift, "vector")).tolist() == [2, -1, 3, -2, 2, -1]
+    assert np.asarray(fp.multiply_by_quantized_multiplier(xs, m, shift, "double")).tolist() == [2, -2, 3, -3, 2, -2]
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        fp.multiply_by_quantized_multiplier(xs, m, shift, "single")
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_vector_blocks_then_scalar_rest(flat):
+    m, shift = fp.quantize_multiplier(0.25)
+    xs = np.full((2, 19), -6, np.int32)  # every value a negative tie
+    got = np.asarray(fp.multiply_in_vector_blocks(xs, m, shift, 8, flat=flat))
+    if flat:  # 38 values: 32 in blocks (-1), 6 left (-2)
+        assert got.reshape(-1).tolist() == [-1] * 32 + [-2] * 6
+    else:  # per row of 19: 16 in blocks, 3 left
+        assert got.tolist() == [[-1] * 16 + [-2] * 3] * 2
 
 
 def test_per_channel_multipliers_broadcast_over_the_last_axis(rng):
@@ -91,7 +109,7 @@ def test_per_channel_multipliers_broadcast_over_the_last_axis(rng):
     m, shift = fp.quantize_multiplier(reals)
     xs = rng.integers(-100000, 100000, size=(4, 3)).astype(np.int32)
     got = np.asarray(fp.multiply_by_quantized_multiplier(xs, m, shift))
-    want = [[ref_single(int(x), int(m[c]), int(shift[c])) for c, x in enumerate(row)] for row in xs]
+    want = [[ref_double(int(x), int(m[c]), int(shift[c])) for c, x in enumerate(row)] for row in xs]
     np.testing.assert_array_equal(got, want)
 
 

@@ -12,7 +12,7 @@ import jaxfuse
 from jaxfuse.builder import ModelBuilder, quantization
 from jaxfuse.lowering import LoweringError, lower
 from quantized import QConst, QIn, assert_matches_litert, quantized_op, random_q, run_both
-from test_fixed_point import ref_double, ref_single
+from test_fixed_point import ref_double, ref_vector
 
 NONE, RELU, RELU_N1_TO_1, RELU6, TANH = 0, 1, 2, 3, 4
 # (dtype, zero points of input 1, input 2, output); LiteRT's int16 kernels are symmetric
@@ -144,7 +144,7 @@ def test_mul(save_model, rng, dtype, zps, act):
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
 def test_mul_rounds_twice_like_gemmlowp(save_model, dtype):
     # multiplier 0.25 = 2^30 * 2^(-1 - 31): x / 2 rounded half up, then / 2 rounded half away
-    # from zero ("double"); a single rounding differs on a quarter of the values
+    # from zero ("double"); the "vector" rounding (ties up at both steps) differs on a quarter
     zero_point = 128 if dtype == np.uint8 else 0
     a = np.arange(-128, 128) + zero_point
     ones = np.full_like(a, zero_point + 1)
@@ -152,7 +152,7 @@ def test_mul_rounds_twice_like_gemmlowp(save_model, dtype):
                 out_dtype=dtype, out_scale=1.0, out_zero_point=zero_point)[0].astype(int) - zero_point
     centred = a - zero_point
     np.testing.assert_array_equal(out, [ref_double(int(v), 2 ** 30, -1) for v in centred])
-    assert sum(o != ref_single(int(v), 2 ** 30, -1) for o, v in zip(out, centred)) == 64
+    assert sum(o != ref_vector(int(v), 2 ** 30, -1) for o, v in zip(out, centred)) == 64
 
 
 # -- MAXIMUM / MINIMUM ------------------------------------------------------------------------------

@@ -4,16 +4,17 @@ Quantized kernels never multiply by a float at run time. A real multiplier m > 0
 input_scale * filter_scale / output_scale) is stored as a 31-bit fixed-point significand
 M in [2^30, 2^31) and a power-of-two exponent: m ~= M * 2^(shift - 31)
 (`quantize_multiplier`, computed here with NumPy while lowering, as the kernels compute it
-while preparing). At run time an int32 accumulator x becomes round(x * M / 2^(31 - shift))
-(`multiply_by_quantized_multiplier`). TFLite builds do that rounding one of two ways:
+while preparing). At run time an int32 accumulator x becomes about x * M / 2^(31 - shift)
+(`multiply_by_quantized_multiplier`), in two roundings: a doubling high multiply
+(x*M / 2^31) and a right shift by -shift. The x86 LiteRT wheel (not a
+TFLITE_SINGLE_ROUNDING build) does that two ways, measured per op in the tests:
 
-- "single": (x*M + 2^(s-1)) >> s with s = 31 - shift, one rounding, ties toward +inf
-  (TFLITE_SINGLE_ROUNDING builds; the x86 LiteRT wheel is not one: its ops use "double",
-  and ruy's output stage in CONV_2D / FULLY_CONNECTED a third way, see quantized_nn.py);
-- "double": SaturatingRoundingDoublingHighMul (x*M / 2^31, ties toward +inf) followed by
-  RoundingDivideByPOT (ties away from zero): gemmlowp's two roundings.
-
-The tests pin down which one the installed LiteRT wheel uses per op.
+- "double": gemmlowp's SaturatingRoundingDoublingHighMul (ties toward +inf) and
+  RoundingDivideByPOT (ties away from zero): the scalar code of most kernels;
+- "vector": the high multiply as before, and a right shift rounding ties toward +inf too:
+  ruy's output stage, and NEON's vqrdmulh + vrshl in the vectorized kernels (run on x86
+  through NEON_2_SSE). Those kernels take whole blocks of 8 or 16 values through the
+  vector code and the rest through the scalar one (`multiply_in_vector_blocks`).
 
 The products need 64 bits. JAX keeps 64-bit types off by default and jaxfuse does not
 change that global flag: every function here switches them on only inside its own body
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-ROUNDINGS = ("single", "double")
+ROUNDINGS = ("double", "vector")
 EXACT_FLOAT32_LIMIT = 2 ** 24  # integers below this magnitude, and their sums, are exact in float32
 
 
@@ -44,12 +45,12 @@ def round_half_away(value) -> np.ndarray:
     return np.sign(value) * np.floor(np.abs(value) + 0.5)
 
 
-def quantize_multiplier(real, saturate_shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """(M, shift) as int64 arrays with real ~= M * 2^(shift - 31), M in [2^30, 2^31) (0 for 0).
 
     TFLite's QuantizeMultiplier: frexp, significand rounded half away from zero to 31 bits,
     a significand that rounds up to 2^31 is halved (shift + 1), a multiplier below 2^-31
-    becomes 0; with saturate_shift (single-rounding builds) a shift above 30 saturates.
+    becomes 0, a shift above 30 saturates.
     """
     real = np.asarray(real, np.float64)
     if np.any(real < 0) or not np.all(np.isfinite(real)):
@@ -61,9 +62,8 @@ def quantize_multiplier(real, saturate_shift: bool = True) -> tuple[np.ndarray, 
     shift = np.where(overflow, shift + 1, shift).astype(np.int64)
     tiny = shift < -31
     fixed, shift = np.where(tiny, 0, fixed), np.where(tiny, 0, shift)
-    if saturate_shift:
-        big = shift > 30
-        fixed, shift = np.where(big, 2 ** 31 - 1, fixed), np.where(big, 30, shift)
+    big = shift > 30
+    fixed, shift = np.where(big, 2 ** 31 - 1, fixed), np.where(big, 30, shift)
     zero = real == 0
     return np.where(zero, 0, fixed).astype(np.int64), np.where(zero, 0, shift).astype(np.int64)
 
@@ -100,34 +100,44 @@ def saturating_rounding_doubling_high_mul(a, b):
         return jnp.where((a == int_min) & (b == int_min), jnp.int64(2 ** 31 - 1), result)
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift, rounding: str = "single"):
-    """round(x * M * 2^(shift - 31)) for an int32-valued accumulator x, as int32.
-
-    multiplier and shift are the (NumPy) output of quantize_multiplier, scalars or arrays
-    broadcasting against x (per-channel: one value per last-axis channel).
-    """
+def multiply_by_quantized_multiplier(x, multiplier, shift, rounding: str = "double"):
+    """About x * M * 2^(shift - 31) for an int32-valued accumulator x, as int32, rounded as
+    `rounding` says (module docstring). multiplier and shift are the (NumPy) output of
+    quantize_multiplier, scalars or arrays broadcasting against x (per channel: one value per
+    last-axis channel)."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     multiplier = np.asarray(multiplier, np.int64)
     shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
     with x64():
-        x = jnp.asarray(x).astype(jnp.int64)
-        if rounding == "single":
-            total = 31 - shift
-            result = (x * multiplier + (np.int64(1) << (total - 1))) >> total
+        # x * (1 << left) is an int32 product in the kernels (wraps there; never does in practice)
+        shifted = lax.convert_element_type((jnp.asarray(x).astype(jnp.int64) << left).astype(jnp.int32), jnp.int64)
+        high = saturating_rounding_doubling_high_mul(shifted, multiplier)
+        if rounding == "double":
+            result = rounding_divide_by_pot(high, right)
         else:
-            left = np.maximum(shift, 0)
-            right = np.maximum(-shift, 0)
-            # x * (1 << left) is an int32 product in the kernel (wraps there; never does in practice)
-            shifted = lax.convert_element_type((x << left).astype(jnp.int32), jnp.int64)
-            result = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+            result = (high + ((np.int64(1) << right) >> 1)) >> right
         return result.astype(jnp.int32)
+
+
+def multiply_in_vector_blocks(x, multiplier, shift, block: int, flat: bool = False):
+    """multiply_by_quantized_multiplier as a vectorized kernel runs it: along the last axis
+    (or the flattened array with `flat`), the elements in whole blocks of `block` are
+    rounded the "vector" way, the remainder the "double" way."""
+    values = jnp.asarray(x).reshape(-1) if flat else jnp.asarray(x)
+    length = values.shape[-1]
+    vectorized = np.arange(length) < length - length % block
+    result = jnp.where(vectorized, multiply_by_quantized_multiplier(values, multiplier, shift, "vector"),
+                       multiply_by_quantized_multiplier(values, multiplier, shift, "double"))
+    return result.reshape(jnp.shape(x)) if flat else result
 
 
 def multiply_by_quantized_multiplier_wide(x, multiplier, shift):
     """TFLite's MultiplyByQuantizedMultiplier for int64 accumulators (16x8 kernels): the
     multiplier is first reduced to 15 bits (rounded), then (x*m + 2^(s-1)) >> s with
-    s = 15 - shift (the same in both rounding builds). x: int64-valued, |x| < 2^47."""
+    s = 15 - shift. x: int64-valued, |x| < 2^47."""
     multiplier = np.asarray(multiplier, np.int64)
     shift = np.asarray(shift, np.int64)
     reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)

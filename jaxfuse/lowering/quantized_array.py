@@ -30,7 +30,8 @@ def dequantize_quantized(ctx, x):
 def quantize_quantized(ctx, x):
     """float -> int: zero_point + round(x / scale), saturated. LiteRT's x86 kernel rounds
     halves to even (SSE conversion), not away from zero as its reference kernel does.
-    int -> int (requantize): (q_in - zp_in) * s_in / s_out rounded by fixed-point multiplier + zp_out."""
+    int -> int (requantize): (q_in - zp_in) * s_in / s_out rounded by fixed-point multiplier + zp_out;
+    8-bit to 8-bit runs LiteRT's vectorized loop (blocks of 16 elements, then the scalar rest)."""
     out = ctx.qparams(ctx.outputs[0])
     if out.per_channel:
         raise ctx.error("per-channel QUANTIZE of an activation is not supported")
@@ -43,8 +44,11 @@ def quantize_quantized(ctx, x):
     multiplier, shift = fp.quantize_multiplier(np.float64(source.s) / np.float64(out.s))
     with fp.x64():
         centred = x.astype(jnp.int32) - source.zp
-        return fp.saturate(fp.multiply_by_quantized_multiplier(centred, multiplier, shift).astype(jnp.int64) + out.zp,
-                           out.dtype)
+        if source.dtype.itemsize == out.dtype.itemsize == 1:
+            scaled = fp.multiply_in_vector_blocks(centred, multiplier, shift, 16, flat=True)
+        else:
+            scaled = fp.multiply_by_quantized_multiplier(centred, multiplier, shift)
+        return fp.saturate(scaled.astype(jnp.int64) + out.zp, out.dtype)
 
 
 # -- data movement and resizing -----------------------------------------------------------

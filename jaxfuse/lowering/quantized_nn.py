@@ -9,8 +9,8 @@ fused activation's range.
 How the requantization rounds depends on the kernel LiteRT's x86 build dispatches to; each
 path is a `_Kernel` below, measured against LiteRT with exact ties (tests/test_lower_quantized_nn.py):
 - "ruy" (ruy's output stage: ungrouped CONV_2D, FULLY_CONNECTED, uint8 TRANSPOSE_CONV, and
-  their 16x8 forms with int32 accumulators): round(x*M / 2^31), then a rounding right shift,
-  both rounding halves up;
+  their 16x8 forms with int32 accumulators): fixed_point's "vector" rounding (halves up at
+  both steps);
 - "blocks_of_8" (TFLite's vectorized output stage: int8 DEPTHWISE_CONV_2D, int8 and int32-bias
   16x8 TRANSPOSE_CONV): ruy's rounding for whole blocks of 8 channels (NEON code run
   through NEON_2_SSE), gemmlowp's for the channels left over;
@@ -50,17 +50,6 @@ GEMMLOWP = _Kernel("gemmlowp", INT32)
 WIDE_16X8 = _Kernel("wide", INT64)
 
 
-def _multiply_rounding_up(acc, multiplier, shift):
-    """round(acc * M * 2^(shift - 31)) as ruy's output stage and NEON's vqrdmulh + vrshl do it:
-    the doubling high multiply (gemmlowp's, which rounds halves up), then a right shift that
-    rounds halves up too (int32 out)."""
-    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-    with fp.x64():
-        shifted = (acc << left).astype(jnp.int32)  # an int32 product in the kernel
-        high = fp.saturating_rounding_doubling_high_mul(shifted, multiplier)
-        return ((high + ((np.int64(1) << right) >> 1)) >> right).astype(jnp.int32)
-
-
 def _round_half_away(x):
     """std::round of float64 values, exactly."""
     whole = jnp.trunc(x)
@@ -76,13 +65,10 @@ def _scale(acc, kernel: _Kernel, real, multiplier, shift):
             rounded = _round_half_away(acc.astype(jnp.float64) * real)
             return jnp.clip(rounded, -2.0 ** 31, 2.0 ** 31 - 1).astype(jnp.int32)
     if kernel.rounding == "ruy":
-        return _multiply_rounding_up(acc, multiplier, shift)
-    gemmlowp = fp.multiply_by_quantized_multiplier(acc, multiplier, shift, "double")
+        return fp.multiply_by_quantized_multiplier(acc, multiplier, shift, "vector")
     if kernel.rounding == "gemmlowp":
-        return gemmlowp
-    channels = np.arange(acc.shape[-1])
-    vectorized = channels < acc.shape[-1] // SIMD_CHANNELS * SIMD_CHANNELS
-    return jnp.where(vectorized, _multiply_rounding_up(acc, multiplier, shift), gemmlowp)
+        return fp.multiply_by_quantized_multiplier(acc, multiplier, shift, "double")
+    return fp.multiply_in_vector_blocks(acc, multiplier, shift, SIMD_CHANNELS)
 
 
 def _multipliers(x_q: QuantParams, w_q: QuantParams, out_q: QuantParams, kernel: _Kernel, channels: int):

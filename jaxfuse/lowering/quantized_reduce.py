@@ -11,8 +11,8 @@ from .nn import _pool_window, _valid_cells
 from .quant import QuantParams, activation_range
 from .reduce import _axes
 
-# The x86 wheel's scalar MultiplyByQuantizedMultiplier rounds twice, halves away from zero
-# (gemmlowp); the MEAN and int16 SOFTMAX tests fail with "single".
+# The x86 wheel's scalar MultiplyByQuantizedMultiplier rounds the gemmlowp way; the MEAN and
+# int16 SOFTMAX tie tests fail with "vector".
 ROUNDING = "double"
 
 
@@ -100,17 +100,11 @@ def _spatial_mean_scaling(source: QuantParams, out: QuantParams, count: int) -> 
 
 
 def _spatial_rescale(total, multiplier: int, shift: int):
-    """The height-width kernel's rescaling of the channel sums. x86 LiteRT compiles its NEON
-    code through NEON_2_SSE: whole blocks of 16 channels go through vqrdmulh and vrshl (both
-    round halves up), the last depth % 16 channels through the scalar gemmlowp rounding
-    (halves away from zero). This is the single-threaded split (LiteRT's default); with more
-    threads each thread's share of channels splits this way, which moves some ties by 1."""
-    depth = total.shape[-1]
-    left, right = max(shift, 0), max(-shift, 0)
-    high = (total.astype(jnp.int64) * (multiplier << (left + 1)) + (1 << 31)) >> 32
-    vector = (high + ((1 << right) >> 1)) >> right
-    scalar = fp.multiply_by_quantized_multiplier(total, multiplier, shift, ROUNDING)
-    return jnp.where(np.arange(depth) < depth - depth % 16, vector, scalar)
+    """The height-width kernel's rescaling of the channel sums: x86 LiteRT runs its NEON code
+    through NEON_2_SSE on whole blocks of 16 channels and the scalar code on the rest. This is
+    the single-threaded split (LiteRT's default); with more threads each thread's share of
+    channels splits this way, which moves some ties by 1."""
+    return fp.multiply_in_vector_blocks(total, multiplier, shift, 16)
 
 
 def _mean_scaling(source: QuantParams, out: QuantParams, count: int) -> tuple[int, int]:
