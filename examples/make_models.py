@@ -46,6 +46,12 @@ Examples::
         --negative-gamma-fraction 0.05 --zero-gamma-fraction 0.03 --float16
 
 Requires TensorFlow (the "convert" extra: ``pip install .[convert]``).
+
+PyTorch models (timm resnetv2_50 / resnetv2_18, their small versions, a hand-written
+pre-activation net) and --converter litert-torch|onnx2tf are handed to
+examples/make_torch_models.py with all arguments, e.g.
+``python examples/make_models.py resnetv2_50 --converter onnx2tf --out-dir /tmp/m``;
+its --all-fixtures regenerates the committed PyTorch fixtures.
 """
 
 from __future__ import annotations
@@ -838,11 +844,37 @@ def jobs_from_args(p: argparse.ArgumentParser, args) -> tuple[list[Job], Path]:
     return jobs, args.out_dir
 
 
+def torch_route(argv: list[str]) -> bool:
+    """True when argv names a PyTorch model or a --converter: make_torch_models.py's job.
+
+    Keras and PyTorch model names cannot be mixed in one call (usage error, status 2).
+    """
+    from make_torch_models import MODEL_NAMES as TORCH_MODELS
+
+    torch_names = {n.lower() for n in TORCH_MODELS}
+    names = [a for a in argv if not a.startswith("-")]
+    torch_given = [a for a in names if a.lower() in torch_names]
+    keras_names = {n.lower() for n in (*APPLICATIONS, *SMALL_MODELS)}
+    keras_given = [a for a in names if a.lower() in keras_names]
+    if torch_given and keras_given:
+        build_parser().error(f"PyTorch models ({', '.join(torch_given)}) and keras models "
+                             f"({', '.join(keras_given)}) cannot be made in one call")
+    return bool(torch_given) or any(a == "--converter" or a.startswith("--converter=")
+                                    for a in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if torch_route(argv):
+        import make_torch_models  # the PyTorch route: timm / hand-written nets, two converters
+        return make_torch_models.main(argv)
     p = build_parser()
     args = p.parse_args(argv)
     if args.list:
         print(list_models())
+        print("PyTorch models (delegated to examples/make_torch_models.py): "
+              "python examples/make_torch_models.py --list")
         return 0
     jobs, out_dir = jobs_from_args(p, args)
     tf, keras = import_tensorflow()
