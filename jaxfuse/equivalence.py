@@ -35,19 +35,35 @@ class VerificationError(RuntimeError):
         self.report = report
 
 
-def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{tensor key: (mean, std) per channel (last axis)} of every float tensor of `graph` on
-    one sample. The model runs segment by segment, so only one segment's activations exist
-    at a time."""
+HUGE_ACTIVATION = 1e30  # beyond this a value is a sentinel (padding with -inf or -3.4e38), not a signal
+
+
+def channel_statistics(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) per channel (last axis) over the finite values below HUGE_ACTIVATION, in
+    float32; None when some channel has no such value (nothing meaningful to sample from)."""
+    flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
+    usable = np.isfinite(flat) & (np.abs(np.nan_to_num(flat)) < HUGE_ACTIVATION)
+    count = usable.sum(axis=0)
+    if not np.all(count):
+        return None
+    kept = np.where(usable, flat, 0.0)
+    mean = kept.sum(axis=0) / count
+    spread = np.sqrt(np.where(usable, (kept - mean) ** 2, 0.0).sum(axis=0) / count)
+    return mean.astype(np.float32), spread.astype(np.float32)
+
+
+def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """{tensor key: (mean, std) per channel (last axis), or None} of every float tensor of
+    `graph` on one sample (see channel_statistics). The model runs segment by segment, so
+    only one segment's activations exist at a time."""
     keys = tensor_keys(graph)
     floating = {keys[id(t)] for t in graph.tensors
                 if not t.is_constant and t.dtype is not None and t.dtype.kind == "f" and len(t.shape) >= 1}
     result = {}
     for (values,) in evaluate_in_segments(graph, [sample], floating.__contains__):
         for key, value in values.items():
-            if value.ndim >= 1:
-                flat = value.reshape(-1, value.shape[-1]).astype(np.float32, copy=False)
-                result[key] = (flat.mean(axis=0), flat.std(axis=0))
+            if value.ndim >= 1 and value.size:
+                result[key] = channel_statistics(value)
     release_free_memory()
     return result
 
@@ -139,10 +155,12 @@ class _Accumulated:
         if rel > self.rel or (self.rel == 0 and abs_err > self.abs_err):
             self.abs_err, self.scale, self.rel = abs_err, scale, rel
         self.nonfinite += nonfinite
+        if self.kind == FLOAT:
+            return
         signal = real_b if self.kind == MIXED and is_quantized_integer(self.a) else real_a
         finite = np.isfinite(real_a) & np.isfinite(real_b)
         self.signal += float(np.sum(np.where(finite, signal, 0.0) ** 2))
-        self.noise += float(np.sum(np.where(finite, real_a - real_b, 0.0) ** 2))
+        self.noise += float(np.sum(np.subtract(real_a, real_b, out=np.zeros_like(real_a), where=finite) ** 2))
         if self.kind == QUANTIZED:
             lsb = np.abs(real_a - real_b) / dequantize_scale(self.a, real_a.ndim)
             self.lsb = max(self.lsb, float(np.max(lsb, initial=0.0)))

@@ -147,3 +147,32 @@ def test_verify_treats_nan_on_both_sides_as_agreement_and_on_one_side_as_diverge
     other.main.ops[0].options_type, other.main.ops[0].options = None, {}
     differs = compare(model, other, num_samples=1)
     assert not differs.ok and differs.max_rel_error == float("inf")
+
+
+def test_channel_statistics_ignore_padding_sentinels_and_overflow():
+    from jaxfuse.equivalence import channel_statistics
+    x = np.array([[1.0, -np.inf], [3.0, 2.0], [-3.4e38, 4.0], [np.nan, np.inf]], np.float32)
+    mean, std = channel_statistics(x)
+    np.testing.assert_allclose(mean, [2.0, 3.0])
+    np.testing.assert_allclose(std, [1.0, 1.0])
+    assert channel_statistics(np.array([[1.0, -np.inf], [2.0, np.nan]], np.float32)) is None
+
+
+def test_statistics_of_a_minus_infinity_pad_warn_nothing_and_feed_the_checks(recwarn):
+    """PADV2(-inf) -> MAX_POOL_2D (litert-torch's stem): the padded tensor's statistics come
+    from its finite cells, so every check still gets a realistic sample and numpy is quiet."""
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    x = b.input("x", [1, 6, 6, 3])
+    y = b.op("CONV_2D", [x, b.const("w", rng.standard_normal([4, 1, 1, 3]).astype(np.float32)),
+                         b.const("b", np.zeros(4, np.float32))])
+    y = b.op("PADV2", [y, b.const("p", np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)),
+                       b.const("v", np.array(-np.inf, np.float32))], name="padded")
+    y = b.op("MAX_POOL_2D", [y], {"filterHeight": 3, "filterWidth": 3, "strideH": 2, "strideW": 2, "padding": 1})
+    y = b.op("MUL", [y, b.const("g", rng.uniform(0.5, 1.5, 4).astype(np.float32))])
+    y = b.op("ADD", [y, b.const("beta", rng.normal(size=4).astype(np.float32))], {"fusedActivationFunction": 1})
+    b.output(b.op("CONV_2D", [y, b.const("w2", rng.standard_normal([2, 1, 1, 4]).astype(np.float32)),
+                              b.const("b2", np.zeros(2, np.float32))]))
+    _, report = optimize(b.build())
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert not [n for n in report.notes if "standard-normal samples only" in n]

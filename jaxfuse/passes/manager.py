@@ -165,12 +165,13 @@ def _boundary(region_ops: list[Op], graph: Graph) -> tuple[list[Tensor], list[Te
 
 class _Optimizer:
     def __init__(self, model: Model, passes: list[Pass], local_tolerance: float,
-                 statistics: Callable[[], dict[int, tuple[np.ndarray, np.ndarray]]], seed: int):
+                 statistics: Callable[[], dict[int, tuple[np.ndarray, np.ndarray] | None]], seed: int):
         self.model = model
         self.passes = passes
         self.local_tolerance = local_tolerance
         self._statistics_source = statistics
-        self._statistics: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._statistics: dict[int, tuple[np.ndarray, np.ndarray] | None] | None = None
+        self.unsampled: list[str] = []  # tensors whose realistic sample could not be drawn
         self.rng = np.random.default_rng(seed)
         self.reports = {p.name: PassReport() for p in passes}
         self.rewrites: list[dict] = []
@@ -182,7 +183,9 @@ class _Optimizer:
         samples = [[random_input(t, self.rng) for t in frontier]]
         if self._statistics is None:
             self._statistics = self._statistics_source()
-        if frontier and all(id(t) in self._statistics for t in frontier):
+        missing = [t.name for t in frontier if id(t) in self._statistics and self._statistics[id(t)] is None]
+        self.unsampled += [name for name in missing if name not in self.unsampled]
+        if frontier and all(self._statistics.get(id(t)) is not None for t in frontier):
             realistic = []
             for t, noise in zip(frontier, samples[0]):
                 mean, std = self._statistics[id(t)]
@@ -299,7 +302,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
 
     samples = inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed)
 
-    def statistics() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
         by_key = equivalence.activation_statistics(original.main, samples[0])
@@ -321,6 +324,11 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         timings["whole_model_check"] = time.perf_counter() - t
     elif verify and pass_list:
         notes.append("no rewrite was applied: the model is unchanged, so there was nothing to compare")
+    if optimizer.unsampled:
+        names = ", ".join(f"'{name}'" for name in optimizer.unsampled[:3])
+        more = f" and {len(optimizer.unsampled) - 3} more" if len(optimizer.unsampled) > 3 else ""
+        notes.append(f"checks reading {names}{more} used standard-normal samples only: in the reference run a "
+                     "channel there held no finite value below 1e30 to take statistics from")
     hist_after = model.op_histogram()
     report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
                                 optimizer.rewrites, optimizer.max_error, verification, timings, notes)
