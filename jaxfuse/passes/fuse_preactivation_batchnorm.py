@@ -21,11 +21,16 @@ Preconditions (each failing one is a Refusal or a smaller choice, never an appro
     AVERAGE_POOL_2D without activation (k > 0 commutes with all of them).
  3. Shift backward (d != 0) only if x + d can be produced exactly: x comes from a weighted
     op without activation (bias += d), or from an ADD without activation one of whose
-    inputs comes from such an op read by nothing else; and every OTHER reader of a shifted
-    tensor cancels -d exactly: an ADD without activation whose other input comes from a
-    weighted op without activation read by nothing else (its bias -= d), a weighted op that
-    sees no padding (bias -= W.d), or a MAX_POOL_2D / AVERAGE_POOL_2D (shift commutes; its
-    readers are then checked the same way). Never across a zero PAD.
+    inputs comes from such an op read by nothing else, possibly through ops that commute
+    with a per-channel shift: MAX_POOL_2D and AVERAGE_POOL_2D without activation, VALID or
+    SAME (TFLite's max pool ignores padded cells, its average pool divides by the real
+    cells of each window), and PADV2 whose constant is -inf or at most the lowest float32
+    when only such max pools read it (the pad value never wins a max, and lowest + d rounds
+    to lowest in float32). Every OTHER reader of a shifted tensor cancels -d exactly: an ADD
+    without activation whose other input comes from a weighted op without activation read
+    by nothing else (its bias -= d), a weighted op that sees no padding (bias -= W.d), or
+    an op that commutes with the shift (its readers are then checked the same way). Never
+    across a zero PAD (x + d would be padded with 0, not with d).
  4. Zero gammas: the channel is the constant act(b). If act(b) == 0 it folds into the
     consumers as k = 0; if act(b) > 0 only where every consumer sees no padding (its
     weights times act(b) go into the consumer's bias); otherwise the batch norm is refused.
@@ -33,6 +38,12 @@ Preconditions (each failing one is a Refusal or a smaller choice, never an appro
 If the check of the full fold fails (tiny |g| makes d huge, and x + d loses x's precision
 in float32 on the residual stream), the fallback keeps the shift in the graph
 (d = 0, a = b/|g|: the ADD(+ReLU) stays, the MUL goes) when that still removes an op.
+
+Forms (Form below; the default is what serves float models best): "shift" moves only the
+shift (k = 1, m = g: MUL(g) with the ReLU, the consumers untouched), "scale" moves only the
+scale; a ReLU left alone can be written as MUL(x, 1) with a fused RELU, which LiteRT's
+XNNPACK delegate runs in int8 (it takes RELU ops for float tensors only). `optimize --for
+int8` picks among them by measuring (jaxfuse/quantized_target.py).
 """
 from __future__ import annotations
 
@@ -43,6 +54,7 @@ import numpy as np
 from .. import fold
 from ..ir import Graph, Op, Tensor
 from .base import Pass, Refusal, Rewrite, register_pass
+from .fuse_activation_function import FUSABLE_PRODUCERS
 from .common import (ACT_NONE, ACT_RELU, BIAS_INDEX, DATA_INDEX, WEIGHTED_OPS, activation, bias64, constant_operand,
                      is_float, make_op, mul_add_pair, new_constant, parameters_problem, per_channel_constant, replace_value,
                      sees_no_padding, set_constant, sole_reader)
@@ -115,10 +127,15 @@ class _Shift:
 
     def __init__(self):
         self.source: Op | None = None
-        self.path: list[Op] = []              # ADD / pools the shifted value flows through
+        self.path: list[Op] = []              # ADD / pools / -inf pads the shifted value flows through
         self.shifted: list[Tensor] = []       # tensors whose value becomes value + d
         self.cancel_bias: list[Op] = []       # weighted ops before a compensating ADD: bias -= d
         self.cancel_input: list[Op] = []      # weighted readers without padding: bias -= W.d
+
+
+def _name(op: Op) -> str:
+    """An op as users find it in the model: its type and its output tensor."""
+    return f"{op.type} '{op.outputs[0].name}'" if op.outputs else op.type
 
 
 def _shiftable_producer(graph: Graph, tensor: Tensor, producers: dict, uses: dict, *, must_be_sole=True) -> Op | None:
@@ -130,36 +147,86 @@ def _shiftable_producer(graph: Graph, tensor: Tensor, producers: dict, uses: dic
     return op
 
 
+def _lowest_pad_into_max_pools(op: Op, uses: dict) -> bool:
+    """PADV2 filling with -inf or the lowest float32 whose every reader is a MAX_POOL_2D
+    without activation: max(pad(z + d)) == max(pad(z)) + d, as the pad value never wins (and
+    lowest + d rounds back to lowest in float32 for any |d| below 1e31)."""
+    if op.type != "PADV2" or len(op.inputs) < 3 or op.inputs[2] is None or not op.inputs[2].is_constant \
+            or not is_float(op.inputs[2]):
+        return False
+    value = float(np.asarray(op.inputs[2].data, np.float64).reshape(-1)[0])
+    if not value <= float(np.finfo(np.float32).min):
+        return False
+    readers = uses.get(id(op.outputs[0]), [])
+    return bool(readers) and all(r.type == "MAX_POOL_2D" and activation(r) == ACT_NONE and r.inputs[0] is op.outputs[0]
+                                 for r in readers)
+
+
+def _commutes_with_shift(op: Op, uses: dict) -> bool:
+    """op(z + d) == op(z) + d per channel: pools without activation (TFLite's average pool
+    divides by the real cells of each window, its max pool ignores SAME padding) and a
+    lowest-value pad feeding max pools. A zero PAD never does."""
+    return (op.type in POOLS and activation(op) == ACT_NONE) or _lowest_pad_into_max_pools(op, uses)
+
+
+def _find_source(graph: Graph, x: Tensor, producers: dict, uses: dict, shift: _Shift) -> str:
+    """Walk back from x through ops that commute with a shift to the weighted op whose bias
+    takes +d (directly, or as one branch of a residual ADD); '' or why not, naming the op."""
+    tensor = x
+    while True:
+        producer = producers.get(id(tensor))
+        if producer is None:
+            return f"the shift would reach graph input '{tensor.name}'"
+        if _shiftable_producer(graph, tensor, producers, uses, must_be_sole=False) is not None:
+            shift.source = producer
+            return ""
+        if producer.type == "ADD" and activation(producer) == ACT_NONE and constant_operand(producer) is None \
+                and len(producer.inputs) == 2 and all(tuple(t.shape) == tuple(tensor.shape) for t in producer.inputs):
+            for branch in producer.inputs:
+                source = _shiftable_producer(graph, branch, producers, uses)
+                if source is not None:
+                    shift.source = source
+                    shift.path.append(producer)
+                    shift.shifted.append(branch)
+                    return ""
+            return (f"neither input of the residual {_name(producer)} comes from a conv-like op without activation "
+                    "read by nothing else")
+        if _commutes_with_shift(producer, uses) and producer.inputs[0] is not None:
+            shift.path.append(producer)
+            tensor = producer.inputs[0]
+            shift.shifted.append(tensor)
+            continue
+        if producer.type == "PAD":
+            return f"{_name(producer)} pads with zeros, which a shift would change (x + d is padded with 0, not d)"
+        if producer.type == "PADV2":
+            return (f"{_name(producer)} pads with a constant that is not -inf or the lowest float, or feeds "
+                    "something other than a max pool: a shift would change its padding")
+        if producer.type in WEIGHTED_OPS and activation(producer) != ACT_NONE:
+            return f"{_name(producer)} has a fused activation, which a shift does not pass"
+        return f"{_name(producer)} produces the batch norm's input and cannot take the shift exactly"
+
+
 def _find_shift(graph: Graph, x: Tensor, bn_mul: Op, producers: dict, uses: dict) -> tuple[_Shift | None, str]:
     shift = _Shift()
-    producer = producers.get(id(x))
-    if producer is None:
-        return None, "the batch norm's input is a graph input"
-    if _shiftable_producer(graph, x, producers, uses, must_be_sole=False) is not None:
-        shift.source = producer
-        shift.shifted = [x]
-    elif producer.type == "ADD" and activation(producer) == ACT_NONE and constant_operand(producer) is None \
-            and len(producer.inputs) == 2 and all(tuple(t.shape) == tuple(x.shape) for t in producer.inputs):
-        for branch in producer.inputs:
-            source = _shiftable_producer(graph, branch, producers, uses)
-            if source is not None:
-                shift.source = source
-                shift.path = [producer]
-                shift.shifted = [branch, x]
-                break
-        else:
-            return None, "neither input of the residual ADD comes from a conv-like op read by nothing else"
-    else:
-        return None, f"the batch norm's input comes from {producer.type}, which cannot take the shift exactly"
+    shift.shifted = [x]
+    why = _find_source(graph, x, producers, uses, shift)
+    if why:
+        return None, why
+    # The op each shifted tensor flows into on the way to the batch norm is accounted for.
+    expected = {id(x): bn_mul}
+    for op in shift.path:
+        for t in op.inputs:
+            if t is not None and any(t is s for s in shift.shifted):
+                expected.setdefault(id(t), op)
 
     # Every other reader of every shifted tensor must cancel the shift.
-    pending = [(t, [bn_mul] if t is x else shift.path[:1]) for t in shift.shifted]
+    pending = list(shift.shifted)
     while pending:
-        tensor, expected = pending.pop()
+        tensor = pending.pop()
         if graph.is_graph_output(tensor):
             return None, f"shifted tensor '{tensor.name}' is a graph output"
         for op in uses.get(id(tensor), []):
-            if any(op is e for e in expected):
+            if op is expected.get(id(tensor)) or any(op is p for p in shift.path):
                 continue
             if op.type == "ADD" and activation(op) == ACT_NONE and len(op.inputs) == 2 and \
                     sum(t is tensor for t in op.inputs) == 1:
@@ -167,18 +234,18 @@ def _find_shift(graph: Graph, x: Tensor, bn_mul: Op, producers: dict, uses: dict
                 canceller = _shiftable_producer(graph, other, producers, uses) if not other.is_constant else None
                 if canceller is None or tuple(other.shape) != tuple(tensor.shape) or \
                         tuple(op.outputs[0].shape) != tuple(tensor.shape):
-                    return None, (f"ADD '{op.outputs[0].name}' reads the shifted tensor and its other input "
-                                  "cannot cancel the shift")
+                    return None, (f"{_name(op)} reads the shifted tensor '{tensor.name}' and its other input "
+                                  f"'{other.name}' does not come from a conv-like op that could cancel the shift")
                 shift.path.append(op)
                 shift.cancel_bias.append(canceller)
-            elif op.type in POOLS and activation(op) == ACT_NONE:
+            elif _commutes_with_shift(op, uses):
                 shift.path.append(op)
                 shift.shifted.append(op.outputs[0])
-                pending.append((op.outputs[0], []))
+                pending.append(op.outputs[0])
             elif op.type in WEIGHTED_OPS and not _weighted_data_reader(op, tensor) and sees_no_padding(op):
                 shift.cancel_input.append(op)
             else:
-                return None, f"{op.type} reads the shifted tensor '{tensor.name}' and cannot cancel the shift"
+                return None, f"{_name(op)} reads the shifted tensor '{tensor.name}' and cannot cancel the shift"
     return shift, ""
 
 
@@ -187,9 +254,48 @@ def _dequantized_constant(tensor: Tensor | None, producers: dict) -> bool:
     return op is not None and op.type == "DEQUANTIZE" and op.inputs[0] is not None and op.inputs[0].is_constant
 
 
+FOLDS = ("full", "shift", "scale")
+RELU_FORMS = ("op", "mul")
+
+
+@dataclass(frozen=True)
+class Form:
+    """Which exact fold the pass makes of each batch norm, and how it writes a ReLU left alone.
+
+    fold  "full"  (default): scale forward and shift backward, falling back to the scale
+                  alone (the shift stays as the ADD) or, where no reader takes the scale, to
+                  the shift alone;
+          "shift": the shift backward only: the scale stays as a MUL carrying the ReLU, and
+                  the consumers' weights and the batch norm's output keep the values (and the
+                  int8 ranges) they had;
+          "scale": the scale forward only: the shift stays as the ADD with its ReLU.
+    relu  "op"   (default): a ReLU that cannot fuse into its producer is a RELU op;
+          "mul":  it is a MUL by 1 with a fused RELU, which LiteRT's XNNPACK delegate runs in
+                  int8 (it takes RELU ops for float tensors only).
+    """
+
+    fold: str = "full"
+    relu: str = "op"
+
+    def __post_init__(self):
+        if self.fold not in FOLDS or self.relu not in RELU_FORMS:
+            raise ValueError(f"unknown form {self.fold!r}/{self.relu!r} (folds: {FOLDS}, ReLU forms: {RELU_FORMS})")
+
+
+def _relu_would_fuse(graph: Graph, x: Tensor, producers: dict, uses: dict) -> bool:
+    """fuse_activation_function will fuse a RELU reading x into x's producer."""
+    producer = producers.get(id(x))
+    return (producer is not None and producer.type in FUSABLE_PRODUCERS and len(producer.outputs) == 1
+            and "fusedActivationFunction" in producer.options and activation(producer) == ACT_NONE
+            and sole_reader(graph, x, uses) is not None)
+
+
 @register_pass
 class FusePreactivationBatchnorm(Pass):
     name = "fuse_preactivation_batchnorm"
+
+    def __init__(self, form: Form = Form()):
+        self.form = form
 
     def propose(self, graph: Graph):
         producers = graph.producers()
@@ -250,18 +356,27 @@ class FusePreactivationBatchnorm(Pass):
                 constant = zero
             # else zero channels stay as m = 0, a = b, which keeps both ops: refused below
 
-        choices = []
-        if shift is not None:
-            choices.append(("full", True))
-        if scale_forward:
-            choices.append(("scale only", False))
+        if self.form.fold == "full":
+            choices = [("full" if scale_forward else "shift only", True)] if shift is not None else []
+            choices += [("scale only", False)] if scale_forward else []
+        elif self.form.fold == "shift":
+            choices = [("shift only", True)] if shift is not None else []
+        else:
+            choices = [("scale only", False)] if scale_forward else []
         reasons = [r for r in (scale_why and f"scale stays: {scale_why}",
                                shift_why and f"shift stays: {shift_why}") if r]
         proposed = False
+        relu_as_mul = self.form.relu == "mul" and not _relu_would_fuse(graph, x, producers, uses)
+        scales = scale_forward and self.form.fold != "shift"
         for label, shift_backward in choices:
             k, d, m, a = fold.preactivation_split(gamma, beta, shift_backward=shift_backward,
-                                                  scale_forward=scale_forward, through_relu=positive_scale,
-                                                  constant=constant)
+                                                  scale_forward=scales, through_relu=positive_scale,
+                                                  constant=constant if scales else None)
+            if self.form.fold == "shift" and constant is not None:
+                # zero-gamma channels are the constant act(b): into the consumers' biases (k = 0)
+                k, d, m, a = (np.where(constant, v, w) for v, w in ((0.0, k), (0.0, d), (1.0, m), (0.0, a)))
+            if through_relu:  # a zero-gamma channel with b <= 0 is relu(b) = 0 whatever is added
+                a = np.where(zero & (beta <= 0), 0.0, a)
             need_mul, need_add = bool(np.any(m != 1)), bool(np.any(a != 0))
             if need_mul and need_add:
                 continue
@@ -283,7 +398,8 @@ class FusePreactivationBatchnorm(Pass):
             yield Rewrite(key=(id(mul), id(add), label), where=where, region=unique_region,
                           apply=_Apply(graph, mul, add, beta, act, k, d, m, a,
                                        absorbers if scaled else _Absorbers(),
-                                       shift if shift_backward else None, constant),
+                                       shift if shift_backward else None, constant if scaled else None,
+                                       relu_as_mul),
                           summary=summary, details=details)
         if not proposed:
             if zero.any() and constant is None:
@@ -309,6 +425,7 @@ class _Apply:
     absorbers: _Absorbers
     shift: _Shift | None
     constant: np.ndarray | None
+    relu_as_mul: bool
 
     def __call__(self):
         g, mul, add = self.graph, self.mul, self.add
@@ -326,13 +443,21 @@ class _Apply:
         mul_const = mul.inputs[1] if mul.inputs[1].is_constant else mul.inputs[0]
         add_const = add.inputs[1] if add.inputs[1].is_constant else add.inputs[0]
         if need_mul:
-            mul.inputs = [x, _vector_constant(g, mul_const, m, "/jaxfuse_sign")]
+            if mul_const.data.size != m.size or not np.array_equal(mul_const.data.astype(np.float64).reshape(-1), m):
+                suffix = "/jaxfuse_sign" if np.all(np.isin(np.abs(m), (0.0, 1.0))) else "/jaxfuse_scale"
+                mul_const = _vector_constant(g, mul_const, m, suffix)
+            mul.inputs = [x, mul_const]
             mul.outputs = [y]
             mul.options = {**mul.options, "fusedActivationFunction": self.act}
             g.remove_op(add)
         elif need_add:
             add.inputs = [x, _vector_constant(g, add_const, a, "/jaxfuse_shift")]
             g.remove_op(mul)
+        elif self.act == ACT_RELU and self.relu_as_mul:
+            one = new_constant(g, y.name + "/jaxfuse_one", np.ones(1, np.float32))
+            make_op(g, "MUL", [x, one], [y], "MulOptions", {"fusedActivationFunction": ACT_RELU}, before=add)
+            g.remove_op(mul)
+            g.remove_op(add)
         elif self.act == ACT_RELU:
             make_op(g, "RELU", [x], [y], before=add)
             g.remove_op(mul)
