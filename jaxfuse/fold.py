@@ -115,3 +115,41 @@ def preactivation_split(gamma, beta, *, shift_backward, scale_forward, through_r
         a = xp.where(constant, 0, a)
         d = xp.where(constant, 0, d)
     return k, d, m, a
+
+
+CHAIN_STEPS = ("ADD", "SUB", "RSUB", "MUL", "DIV")
+
+
+def compose_scale_shift(steps):
+    """The (scale, shift) with chain(x) == x * scale + shift for a chain of elementwise
+    steps applied in order, each a (kind, constant) pair:
+      ("ADD", c): x + c      ("SUB", c): x - c      ("RSUB", c): c - x
+      ("MUL", c): x * c      ("DIV", c): x / c  (c / x is not affine and has no step)
+    Constants are per-channel vectors or size-1 arrays; the results are broadcast to
+    their common shape. Starting from scale 1, shift 0, each step maps (s, t) to
+    (s, t + c), (s, t - c), (-s, c - t), (s*c, t*c), (s/c, t/c).
+
+    With NumPy float64 constants this composes the chain exactly once in double precision
+    (the caller rounds once to float32): DIV then becomes a multiplication by 1/c, which in
+    float32 is not bit-identical to dividing by c. With JAX arrays it can be jit-ed and
+    differentiated.
+    """
+    if not steps:
+        raise ValueError("compose_scale_shift needs at least one step")
+    xp = _xp(*(c for _, c in steps))
+    scale, shift = 1.0, 0.0
+    for kind, c in steps:
+        if kind == "ADD":
+            shift = shift + c
+        elif kind == "SUB":
+            shift = shift - c
+        elif kind == "RSUB":
+            scale, shift = -scale, c - shift
+        elif kind == "MUL":
+            scale, shift = scale * c, shift * c
+        elif kind == "DIV":
+            scale, shift = scale / c, shift / c
+        else:
+            raise ValueError(f"unknown chain step {kind!r} (known: {', '.join(CHAIN_STEPS)})")
+    scale, shift = xp.broadcast_arrays(xp.asarray(scale), xp.asarray(shift))
+    return scale, shift

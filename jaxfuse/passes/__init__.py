@@ -1,15 +1,17 @@
 """Fusion passes: a registry by name (as in ONE's circle2circle) and the manager that
 applies them with a jit-compiled equivalence check per rewrite."""
 from .base import PASSES, Pass, Refusal, Rewrite, register_pass
-from . import (fuse_activation_function, fuse_add_with_conv, fuse_add_with_fullyconnected,  # noqa: F401  (registers)
-               fuse_add_with_tconv, fuse_batchnorm_with_conv, fuse_batchnorm_with_dwconv,
+from . import (canonicalize_scale_shift, fuse_activation_function, fuse_add_with_conv,  # noqa: F401  (registers)
+               fuse_add_with_fullyconnected, fuse_add_with_tconv, fuse_batchnorm_with_conv, fuse_batchnorm_with_dwconv,
                fuse_batchnorm_with_tconv, fuse_mul_with_conv, fuse_mul_with_fullyconnected,
                fuse_preactivation_batchnorm)
 from .manager import OptimizationReport, PassReport, optimize
 
-# Post-activation folds first (they remove a batch norm entirely), then the pre-activation
-# fold, then activations; the manager repeats the list until nothing changes.
+# Chains of per-channel elementwise ops become MUL -> ADD first (the form the batch-norm
+# passes match), then the post-activation folds (they remove a batch norm entirely), then
+# the pre-activation fold, then activations; the manager repeats the list until nothing changes.
 DEFAULT_PIPELINE = [
+    "canonicalize_scale_shift",
     "fuse_batchnorm_with_conv", "fuse_batchnorm_with_dwconv", "fuse_batchnorm_with_tconv",
     "fuse_mul_with_conv", "fuse_add_with_conv", "fuse_add_with_tconv",
     "fuse_mul_with_fullyconnected", "fuse_add_with_fullyconnected",
