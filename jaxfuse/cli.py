@@ -478,6 +478,39 @@ def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
                         "random samples")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
                    help="largest accepted whole-model error, relative to each output's scale (default: 1e-4)")
+    target = p.add_argument_group("quantized deployment (see 'for int8' below)")
+    target.add_argument("--for", dest="target", choices=["float", *SCHEMES], default="float",
+                        help="what the model will run as: float (default) writes the fold that is fastest in "
+                             "float; int8 / int16x8 measure which exact fold stays best after quantization with "
+                             "ai-edge-quantizer (pip install 'jaxfuse[quantize]') and write that one")
+    target.add_argument("--calibration", metavar="FILE.npz",
+                        help="with --for int8: calibration samples, as for 'jaxfuse quantize' (default: --samples "
+                             "seeded random samples)")
+    target.add_argument("--samples", type=int, default=None, metavar="N",
+                        help=f"with --for int8 and no --calibration: how many seeded random samples (default "
+                             f"{DEFAULT_CALIBRATION_SAMPLES}); with it: its first N")
+    target.add_argument("--seed", type=int, default=0, metavar="N", help="seed of those random samples (default 0)")
+    target.add_argument("--max-sqnr-loss", type=float, default=None, metavar="DB",
+                        help="with --for int8: the SQNR a fold may lose against the quantized unfused model "
+                             "(default 0.3 dB)")
+
+
+FOR_INT8_HELP = """for int8 (and int16x8):
+  Every fold is exact in float, but quantization sees them differently: folding a batch
+  norm's scale into the next convolution changes its int8 weights and the range of the
+  tensor in between; moving the shift into the previous convolution's bias shifts the
+  residual stream's range. --for int8 makes three candidates (full fold with each ReLU
+  written as MUL by 1 with a fused RELU, which LiteRT's XNNPACK delegate runs in int8;
+  shift only; scale only), quantizes each and the unfused model with ai-edge-quantizer
+  on the same calibration samples (as 'jaxfuse quantize' does), measures each one's SQNR
+  against the float model on those samples through jaxfuse's quantized lowering (before a
+  final SOFTMAX, whose int8 steps of 1/256 hide differences), and writes the candidate
+  with the fewest ops among those within --max-sqnr-loss of the unfused model. The output
+  is still a float model: quantize it with 'jaxfuse quantize' and the same calibration."""
+
+
+def _standalone_relus(model: Model) -> int:
+    return sum(op.type in ("RELU", "RELU6", "RELU_N1_TO_1") for op in model.main.ops)
 
 
 def _run_optimize(args: argparse.Namespace) -> int:
@@ -503,14 +536,23 @@ def _run_optimize(args: argparse.Namespace) -> int:
         raise CLIError(f"--tolerance must be positive, got {args.tolerance}")
 
     from .lowering import LoweringError
-    failed = None
+    failed = selection = None
     try:
-        optimized, report = optimize(model, args.passes or DEFAULT_PIPELINE, verify=not args.no_verify,
-                                     inputs=samples, tolerance=tolerance)
+        if args.target == "float":
+            optimized, report = optimize(model, args.passes or DEFAULT_PIPELINE, verify=not args.no_verify,
+                                         inputs=samples, tolerance=tolerance)
+        else:
+            optimized, report, selection = _optimize_for_quantization(args, model, samples, tolerance)
     except LoweringError as e:
         raise CLIError(f"{args.input}: cannot optimize: {e}") from None
     except VerificationError as e:
         failed, report, optimized = e, e.report, None
+    if args.target == "float" and optimized is not None and _standalone_relus(optimized) > _standalone_relus(model):
+        report.notes.append(
+            f"{_standalone_relus(optimized) - _standalone_relus(model)} ReLU(s) are now RELU ops of their own: "
+            "quantized to int8, LiteRT's XNNPACK delegate does not run those (measured on ResNet50V2: 2.8x slower "
+            "with 1 thread), and the full fold changes int8 ranges (-0.5 dB SQNR there): for a model you will "
+            "quantize, use --for int8")
     report.timings = {"read": read_time, **report.timings}
     if optimized is not None:
         t = time.perf_counter()
@@ -518,15 +560,42 @@ def _run_optimize(args: argparse.Namespace) -> int:
         report.timings["write"] = time.perf_counter() - t
     print(f"{args.input} -> {args.output if failed is None else '(nothing written)'}")
     print(report.format_text())
+    if selection is not None:
+        print(selection.format_text())
     report.timings["total"] = time.perf_counter() - t0
     print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items()))
     if args.report is not None:
-        text = json.dumps(report.to_dict(), indent=2, default=_json_default)
+        data = report.to_dict() if selection is None else {**report.to_dict(), "for": selection.to_dict()}
+        text = json.dumps(json_safe(data), indent=2, default=_json_default)
         _atomic_write(args.report, lambda f: f.write(text.encode()))
     if failed is not None:
         print(f"jaxfuse: verification failed: {_one_line(str(failed))}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _optimize_for_quantization(args, model: Model, samples, tolerance: float):
+    from .quantization import QuantizationError, QuantizerUnavailable, quantizer_version
+    from .quantized_target import DEFAULT_MAX_LOSS, optimize_for_quantization
+
+    try:
+        quantizer_version()
+    except QuantizerUnavailable as e:
+        raise CLIError(f"--for {args.target}: {e}") from None
+    if args.samples is not None and args.samples < 1:
+        raise CLIError(f"--samples must be at least 1, got {args.samples}")
+    max_loss = DEFAULT_MAX_LOSS if args.max_sqnr_loss is None else args.max_sqnr_loss
+    if not max_loss >= 0:
+        raise CLIError(f"--max-sqnr-loss must be at least 0, got {args.max_sqnr_loss}")
+    _unique_names(model.main.inputs, "input", args.input)
+    calibration, source = _calibration(args, model.main)
+    print(f"--for {args.target}: calibration {source}")
+    try:
+        return optimize_for_quantization(model, calibration, calibration, args.target,
+                                         args.passes, max_loss, verify=not args.no_verify, inputs=samples,
+                                         tolerance=tolerance)
+    except QuantizationError as e:
+        raise CLIError(f"{args.input}: cannot quantize a candidate: {e}") from None
 
 
 def _json_default(value):
@@ -645,15 +714,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if quantized_inputs:
         raise CLIError(f"{args.input}: is already quantized (tensor '{quantized_inputs[0]}')")
     _unique_names(graph.inputs, "input", args.input)
-    if args.calibration is not None:
-        calibration = _read_samples(args.calibration, graph.inputs, args.samples)
-        source = f"{len(calibration)} sample(s) from {args.calibration}"
-    else:
-        count = DEFAULT_CALIBRATION_SAMPLES if args.samples is None else args.samples
-        rng = np.random.default_rng(args.seed)
-        calibration = [random_inputs(graph.inputs, int(rng.integers(2 ** 31)), args.input) for _ in range(count)]
-        source = (f"{count} seeded random sample(s) (seed {args.seed}; floats standard normal): the ranges come "
-                  "from these, so give --calibration FILE.npz with real data for a model you will deploy")
+    calibration, source = _calibration(args, graph)
     timings = {"read": time.perf_counter() - t0}
     t = time.perf_counter()
     try:
@@ -704,6 +765,19 @@ def _run_quantize(args: argparse.Namespace) -> int:
               "(--min-sqnr sets the limit)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _calibration(args: argparse.Namespace, graph) -> tuple[list[list[np.ndarray]], str]:
+    """(samples, where they come from) for ai-edge-quantizer: --calibration, or --samples
+    seeded random ones (which the text says: the ranges come from them)."""
+    if args.calibration is not None:
+        calibration = _read_samples(args.calibration, graph.inputs, args.samples)
+        return calibration, f"{len(calibration)} sample(s) from {args.calibration}"
+    count = DEFAULT_CALIBRATION_SAMPLES if args.samples is None else args.samples
+    rng = np.random.default_rng(args.seed)
+    calibration = [random_inputs(graph.inputs, int(rng.integers(2 ** 31)), args.input) for _ in range(count)]
+    return calibration, (f"{count} seeded random sample(s) (seed {args.seed}; floats standard normal): the ranges "
+                         "come from these, so give --calibration FILE.npz with real data for a model you will deploy")
 
 
 def _check_quantized(model: Model, result, samples: list[list[np.ndarray]], min_sqnr: float | None) -> dict:
@@ -851,10 +925,11 @@ register(Command(
     "counts before and after, the largest error of any rewrite and of the whole model, timings.",
     _add_optimize_arguments, _run_optimize, "passes:\n  " + "\n  ".join(
         ["fuse_preactivation_batchnorm   (default pipeline: all of these)",
+         "canonicalize_scale_shift       (first: elementwise constant chains -> MUL -> ADD)",
          "fuse_batchnorm_with_conv, fuse_batchnorm_with_dwconv, fuse_batchnorm_with_tconv",
          "fuse_mul_with_conv, fuse_add_with_conv, fuse_add_with_tconv",
          "fuse_mul_with_fullyconnected, fuse_add_with_fullyconnected, fuse_activation_function"])
-    + "\n\n" + EXIT_CODES_HELP))
+    + "\n\n" + FOR_INT8_HELP + "\n\n" + EXIT_CODES_HELP))
 register(Command(
     "verify", "compare two models through JAX, tensor by tensor (float, quantized, or one of each)",
     "Run MODEL_A and MODEL_B through JAX/XLA on the same inputs and compare their outputs (by\n"
@@ -924,7 +999,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(message: str) -> str:
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
+    if len(text) <= _MAX_MESSAGE:
+        return text
+    # the start names the file and the op, the end says what is wrong: keep both, cut the
+    # middle (converter tensor names run to hundreds of characters)
+    head = _MAX_MESSAGE // 3
+    return text[:head] + " ... " + text[len(text) - (_MAX_MESSAGE - head - 5):]
 
 
 def _debug() -> bool:

@@ -1,0 +1,132 @@
+"""`optimize --for int8`: the exact fold that stays best after quantization, chosen by measurement.
+
+Every fold jaxfuse makes is exact in float, but they are not equal once the model is
+quantized: folding a batch norm's scale into the next convolution changes that
+convolution's int8 weights and the range of the tensor between them, and moving its shift
+into the previous convolution's bias shifts the range of the residual stream. Which of
+these costs least SQNR depends on the model (measured: on keras ResNet50V2 the shift-only
+fold gains 0.5 dB over the int8 original while the full fold loses 0.5 dB; on the 64x64
+tiny version the order is reversed). So for a quantized target jaxfuse makes each
+candidate, quantizes it with ai-edge-quantizer exactly as `jaxfuse quantize` would (same
+recipe, same calibration samples), measures its SQNR against the float original with its
+own quantized lowering (before a final SOFTMAX, whose int8 output in steps of 1/256 would
+hide the differences), and keeps the candidate with the fewest ops among those that lose
+at most `max_loss` dB against the quantized unfused model (the highest SQNR breaks ties).
+
+Candidates (fuse_preactivation_batchnorm's Form; every other pass runs as usual):
+  full  - scale forward and shift backward, a ReLU left alone written as MUL by 1 with a
+          fused RELU (LiteRT's XNNPACK delegate runs that in int8, not a RELU op);
+  shift - the shift backward only, the scale stays a MUL carrying the ReLU;
+  scale - the scale forward only, the shift stays an ADD carrying the ReLU;
+  none  - no pre-activation fold (the reference the others are measured against).
+All of them keep every op XNNPACK delegates in int8, so each runs at least as fast as the
+quantized original; which is fastest follows its op count.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .engines import logits_copy
+from .equivalence import compare
+from .ir import Model
+from .passes import DEFAULT_PIPELINE, PASSES, optimize
+from .passes.fuse_preactivation_batchnorm import FusePreactivationBatchnorm, Form
+from .quantization import quantize
+
+PREACTIVATION = "fuse_preactivation_batchnorm"
+CANDIDATES = {"full": Form("full", "mul"), "shift": Form("shift"), "scale": Form("scale"), "none": None}
+DEFAULT_MAX_LOSS = 0.3  # dB of SQNR a fused model may lose against the quantized unfused one
+
+
+@dataclass
+class Candidate:
+    name: str
+    ops: int
+    sqnr_db: float           # the worst output's SQNR of the quantized candidate against the float original
+    preactivation_fused: int
+    optimize_seconds: float
+    quantize_seconds: float
+
+
+@dataclass
+class Selection:
+    scheme: str
+    chosen: str
+    max_loss_db: float
+    candidates: list[Candidate] = field(default_factory=list)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format_text(self) -> str:
+        lines = [f"  for {self.scheme}: chose '{self.chosen}' ({self.reason})"]
+        if not self.candidates:
+            return lines[0]
+        reference = next(c for c in self.candidates if c.name == "none")
+        for c in self.candidates:
+            mark = "*" if c.name == self.chosen else " "
+            lines.append(f"   {mark} {c.name:6s} {c.ops:5d} ops, SQNR {c.sqnr_db:6.2f} dB "
+                         f"({c.sqnr_db - reference.sqnr_db:+.2f} vs unfused), {c.preactivation_fused} pre-activation "
+                         f"batch norm(s) folded")
+        return "\n".join(lines)
+
+
+def pipeline(passes, form: Form | None) -> list:
+    """`passes` (names or Pass instances; None: the default pipeline) with the pre-activation
+    pass in `form`, or without it for form None."""
+    names = list(DEFAULT_PIPELINE if passes is None else passes)
+    chosen = []
+    for p in names:
+        is_preactivation = (p == PREACTIVATION) or getattr(p, "name", None) == PREACTIVATION
+        if not is_preactivation:
+            chosen.append(PASSES[p] if isinstance(p, str) else p)
+        elif form is not None:
+            chosen.append(FusePreactivationBatchnorm(form))
+    return chosen
+
+
+def optimize_for_quantization(model: Model, calibration: list[list[np.ndarray]], check: list[list[np.ndarray]],
+                              scheme: str = "int8", passes=None, max_loss: float = DEFAULT_MAX_LOSS, **options):
+    """(optimized model, OptimizationReport, Selection): the candidate that stays best after
+    quantization with `scheme` (module docstring). `calibration` feeds ai-edge-quantizer,
+    `check` the SQNR measurement; `options` go to passes.optimize for every candidate."""
+    optimized = {}
+    for name, form in CANDIDATES.items():
+        t = time.perf_counter()
+        optimized[name] = (*optimize(model, pipeline(passes, form), **options), time.perf_counter() - t)
+    fused = {name: report.passes[PREACTIVATION].fused if PREACTIVATION in report.passes else 0
+             for name, (_, report, _) in optimized.items()}
+    if not any(fused.values()):  # every candidate is the same model: nothing to measure
+        chosen, report, _ = optimized["none"]
+        return chosen, report, Selection(scheme, "none", max_loss, [], "no pre-activation batch norm to fold")
+    results = {}
+    reference_logits = logits_copy(model)
+    for name, (candidate, report, optimize_seconds) in optimized.items():
+        t = time.perf_counter()
+        # measured before a final SOFTMAX: its int8 output (steps of 1/256) would hide the differences
+        quantized = quantize(logits_copy(candidate), calibration, scheme).model
+        quantize_seconds = time.perf_counter() - t
+        verdict = compare(reference_logits, quantized, check, min_sqnr=-np.inf)
+        sqnr = min(o.sqnr_db for o in verdict.outputs)
+        results[name] = (candidate, report, Candidate(name, report.ops_after, float(sqnr), fused[name],
+                                                      optimize_seconds, quantize_seconds))
+    candidates = [c for _, _, c in results.values()]
+    chosen, reason = choose(candidates, max_loss, scheme)
+    optimized, report, _ = results[chosen]
+    return optimized, report, Selection(scheme, chosen, max_loss, candidates, reason)
+
+
+def choose(candidates: list[Candidate], max_loss: float, scheme: str = "int8") -> tuple[str, str]:
+    """(name, why) of the candidate with the fewest ops among those whose SQNR is at most
+    `max_loss` dB below the unfused one's ("none"), the higher SQNR breaking ties."""
+    reference = next(c for c in candidates if c.name == "none").sqnr_db
+    acceptable = [c for c in candidates if c.sqnr_db >= reference - max_loss]
+    best = min(acceptable, key=lambda c: (c.ops, -c.sqnr_db))
+    if best.name == "none":
+        return best.name, f"every fold loses more than {max_loss:g} dB of {scheme} SQNR or removes nothing"
+    return best.name, (f"the fewest ops among the folds within {max_loss:g} dB of the unfused model's {scheme} "
+                       f"SQNR ({best.sqnr_db - reference:+.2f} dB)")
