@@ -478,6 +478,10 @@ def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
                         "random samples")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
                    help="largest accepted whole-model error, relative to each output's scale (default: 1e-4)")
+    p.add_argument("--lossy-float16-weights", action="store_true",
+                   help="LOSSY, opt-in: a float16-weight model's fused weights are stored as float16 again (by "
+                        "default they stay float32, which is exact but grows the file); the error this adds is "
+                        "measured and printed")
     target = p.add_argument_group("quantized deployment (see 'for int8' below)")
     target.add_argument("--for", dest="target", choices=["float", *SCHEMES], default="float",
                         help="what the model will run as: float (default) writes the fold that is fastest in "
@@ -540,7 +544,8 @@ def _run_optimize(args: argparse.Namespace) -> int:
     try:
         if args.target == "float":
             optimized, report = optimize(model, args.passes or DEFAULT_PIPELINE, verify=not args.no_verify,
-                                         inputs=samples, tolerance=tolerance)
+                                         inputs=samples, tolerance=tolerance,
+                                         lossy_float16=args.lossy_float16_weights)
         else:
             optimized, report, selection = _optimize_for_quantization(args, model, samples, tolerance)
     except LoweringError as e:
@@ -593,7 +598,7 @@ def _optimize_for_quantization(args, model: Model, samples, tolerance: float):
     try:
         return optimize_for_quantization(model, calibration, calibration, args.target,
                                          args.passes, max_loss, verify=not args.no_verify, inputs=samples,
-                                         tolerance=tolerance)
+                                         tolerance=tolerance, lossy_float16=args.lossy_float16_weights)
     except QuantizationError as e:
         raise CLIError(f"{args.input}: cannot quantize a candidate: {e}") from None
 

@@ -79,8 +79,8 @@ def test_optimize_rejects_unknown_pass_and_bad_output(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_float16_weight_model_is_left_alone_and_says_why(tmp_path, capsys):
+def test_float16_weight_model_folds_and_says_what_it_stored(tmp_path, capsys):
     assert main(["optimize", str(MODELS / "resnet50v2_tiny_f16.tflite"), "-o", str(tmp_path / "f16.tflite")]) == 0
     out = capsys.readouterr().out
-    assert "refused x17" in out and "float16 behind DEQUANTIZE" in out
-    assert "ops: 240 -> 240" in out
+    assert "fuse_preactivation_batchnorm: 17 fused, 0 refused" in out
+    assert "fused and stored as float32 (+" in out and "ops: 240 -> 164" in out

@@ -20,7 +20,8 @@ Valid when (each a Refusal naming the tensor and op that stops it):
     constant as divisor (c / x is not affine), with one activation operand, the previous
     op's output (the first op's may be anything), and one float32 constant that is
     per-channel along the last axis ([C], [1,C], [1,1,1,C]) or a single value; no tensor
-    is quantized and no constant is float16 behind DEQUANTIZE;
+    is quantized and no constant is behind a DEQUANTIZE (optimize() turns float16 ones into
+    float32 constants before the passes run, passes/float16.py);
  2. every op's output has the shape of its activation operand (no broadcast to a bigger
     shape), so x*s + t' broadcasts exactly as the chain did;
  3. every intermediate tensor is read only by the next op of the chain and is not a
@@ -105,7 +106,7 @@ def _classify(link: _Link, producers: dict) -> None:
     if not c.is_constant:
         stored = _dequantized(c, producers)
         link.problem = (f"the {_name(op)} reads '{stored.name}', a {stored.dtype} constant behind DEQUANTIZE "
-                        f"(float16 batch norms are handled elsewhere)")
+                        "(dequantized weights are not folded)")
         return
     if x.dtype != np.float32 or c.dtype != np.float32 or link.out.dtype != np.float32:
         link.problem = f"the {_name(op)} is not float32 ('{c.name}' is {c.dtype}, '{x.name}' is {x.dtype})"

@@ -307,8 +307,8 @@ class FusePreactivationBatchnorm(Pass):
             operands = constant_operand(mul)
             if operands is None:
                 if any(_dequantized_constant(t, producers) for t in mul.inputs):
-                    yield Refusal(add.outputs[0].name, "the batch norm's constants are float16 behind DEQUANTIZE: "
-                                  "folding them into float16 weights would round them (not exact)")
+                    yield Refusal(add.outputs[0].name, "the batch norm's constants are quantized behind DEQUANTIZE: "
+                                  "folding them would requantize them (not exact)")
                 continue
             x = mul.inputs[operands[0]]
             add_operands = constant_operand(add)

@@ -26,6 +26,7 @@ from ..lowering import tensor_keys
 from .. import equivalence
 from ..memory import release_free_memory
 from ..numerics import random_input
+from . import float16
 from .base import PASSES, Pass, Refusal, Rewrite
 
 MAX_ROUNDS = 10
@@ -50,6 +51,7 @@ class OptimizationReport:
     verification: equivalence.VerifyReport | None
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    float16: dict | None = None   # float16 weights: what was restored, kept as float32, rounded (lossy)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +73,15 @@ class OptimizationReport:
             lines.append(f"  nothing matched: {', '.join(idle)}")
         for note in self.notes:
             lines.append(f"  note: {note}")
+        if self.float16 and self.float16["materialized"]:
+            f = self.float16
+            lines.append(f"  float16 weights: {f['restored']} unchanged (float16 behind DEQUANTIZE), {f['kept_float32']} "
+                         f"fused and stored as float32 (+{f['extra_bytes']} bytes)")
+            if "lossy_max_rel_error" in f:
+                lines.append(f"  LOSSY --lossy-float16-weights: {f['rounded_to_float16']} fused constant(s) rounded to "
+                             f"float16: the outputs now differ from the original's by up to "
+                             f"{f['lossy_max_rel_error']:.3g} of their scale ({f['lossy_max_abs_error']:.3g} abs, "
+                             f"{f['lossy_samples']} sample(s))")
         lines.append(f"  ops: {self.ops_before} -> {self.ops_after}")
         lines.append(f"  largest error of any rewrite: {self.max_rewrite_error:.3g} of the tensor's scale")
         if self.verification is not None:
@@ -279,13 +290,17 @@ class _Optimizer:
 
 def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[list[np.ndarray]] | None = None,
              tolerance: float = equivalence.DEFAULT_TOLERANCE,
-             local_tolerance: float = equivalence.DEFAULT_LOCAL_TOLERANCE, seed: int = 0):
+             local_tolerance: float = equivalence.DEFAULT_LOCAL_TOLERANCE, seed: int = 0,
+             lossy_float16: bool = False):
     """Return (optimized copy of `model`, OptimizationReport). The input model is not changed.
 
     passes: names or Pass instances, default: every exact pass (DEFAULT_PIPELINE).
     verify: compare the whole optimized model with the original at the end; a mismatch
     raises VerificationError (whose .report has the details).
     inputs: samples for the whole-model check (default: `2` seeded random samples).
+    float16 weights (DEQUANTIZE of float16 constants) are folded exactly, the fused ones
+    stored as float32 (passes/float16.py); lossy_float16 rounds those to float16 after the
+    exact check and measures what that changed (report.float16["lossy"]).
     """
     pass_list = resolve_passes(passes)
     timings = {}
@@ -301,6 +316,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         pass_list = []
 
     samples = inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed)
+    float16_origins = float16.materialize(model.main) if pass_list else {}
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
@@ -313,6 +329,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     t = time.perf_counter()
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed)
     optimizer.run()
+    weights16 = float16.restore(model.main, float16_origins) if float16_origins else None
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
     release_free_memory()
     timings["passes"] = time.perf_counter() - t - timings.get("reference_run", 0.0)
@@ -329,9 +346,15 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         more = f" and {len(optimizer.unsampled) - 3} more" if len(optimizer.unsampled) > 3 else ""
         notes.append(f"checks reading {names}{more} used standard-normal samples only: in the reference run a "
                      "channel there held no finite value below 1e30 to take statistics from")
+    float16_report = None if weights16 is None else weights16.to_dict()
+    if lossy_float16 and weights16 is not None and weights16.changed and (verification is None or verification.ok):
+        float16.round_to_float16(model.main, weights16)
+        lossy = equivalence.compare(original, model, samples, tolerance=float("inf"))
+        float16_report = {**weights16.to_dict(), "lossy_max_rel_error": lossy.max_rel_error,
+                          "lossy_max_abs_error": lossy.max_abs_error, "lossy_samples": lossy.samples}
     hist_after = model.op_histogram()
     report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
-                                optimizer.rewrites, optimizer.max_error, verification, timings, notes)
+                                optimizer.rewrites, optimizer.max_error, verification, timings, notes, float16_report)
     if verification is not None and not verification.ok:
         raise equivalence.VerificationError(f"optimized model does not match the original: {verification.summary()}",
                                         report)
