@@ -12,6 +12,9 @@ computes, integer for integer; tests/test_lower_quantized_elementwise.py compare
   to int16 without saturating in their vectorized lanes (NEON code run through NEON_2_SSE), so
   where that value leaves the int16 range (an output scale hundreds of times finer than the
   inputs need) LiteRT's output wraps, depending on the element's position; these rules saturate.
+- int16 ADD without broadcast runs LiteRT's vectorized AddElementwiseInt16 on whole blocks of 16
+  elements, which rescales each input with one rounding instead of two; the rule does the same
+  (`_int16_add_vector_blocks`). int16 SUB and broadcasting ADD run the scalar code.
 """
 import jax.numpy as jnp
 import numpy as np
@@ -97,8 +100,24 @@ def _add_sub(ctx, a, b, sign: int):
     with fp.x64():
         x1 = _rescale((a.astype(jnp.int32) - q1.zp) << left_shift, m1, s1)
         x2 = _rescale((b.astype(jnp.int32) - q2.zp) << left_shift, m2, s2)
+        if out.dtype == INT16 and ctx.op.type == "ADD" and a.shape == b.shape:
+            x1, x2 = _int16_add_vector_blocks(a, x1, m1, s1), _int16_add_vector_blocks(b, x2, m2, s2)
         y = _rescale(x1 + sign * x2, mo, so) + out.zp
         return fp.saturate(y, out.dtype, low, high)
+
+
+def _int16_add_vector_blocks(x, scalar, multiplier, shift):
+    """An int16 ADD input rescaled as LiteRT's x86 AddElementwiseInt16 does without broadcast
+    (NEON code through NEON_2_SSE): in whole blocks of 16 elements of the flattened array the
+    input's right shift is folded into the left shift of 15 before one rounding high multiply
+    (vqrdmulh), where the scalar code (`scalar`, the remaining elements) rounds twice."""
+    size = int(np.prod(x.shape))
+    vectorized = (np.arange(size) < size - size % 16).reshape(x.shape)
+    total = 15 + int(shift)
+    centred = x.astype(jnp.int64)  # int16 zero points are 0
+    shifted = centred << total if total >= 0 else centred >> -total
+    vector = fp.saturating_rounding_doubling_high_mul(shifted, multiplier)
+    return jnp.where(vectorized, vector, scalar.astype(jnp.int64))
 
 
 def _add_sub_pot_int16(ctx, a, b, sign, params, log2s, low, high):
