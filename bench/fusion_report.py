@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -28,7 +29,9 @@ PASS = "fuse_preactivation_batchnorm"
 def measure(path: str) -> dict:
     model = jaxfuse.load(path)
     t = time.perf_counter()
-    fused, report = optimize(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused, report = optimize(model)
     seconds = time.perf_counter() - t
     pre = report.passes[PASS]
     rewrites = [r for r in report.rewrites if r["pass"] == PASS]
@@ -38,8 +41,11 @@ def measure(path: str) -> dict:
         "model": os.path.basename(path), "ops_before": report.ops_before, "ops_after": report.ops_after,
         "bn_found": len(rewrites) + refused, "bn_fused_fully": full, "bn_fused_partly": len(rewrites) - full,
         "bn_refused": refused, "refusal_reasons": pre.refused, "rolled_back": len(pre.rolled_back),
-        "ops_left": {k: v for k, v in report.histogram_after.items() if k in ("MUL", "ADD", "RELU")},
-        "max_rewrite_error": report.max_rewrite_error, "jax_error": report.verification.max_rel_error,
+        "ops_left": {k: v for k, v in report.histogram_after.items() if k in ("SUB", "MUL", "ADD", "RELU")},
+        "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "float16": report.float16,
+        "max_rewrite_error": report.max_rewrite_error,
+        "jax_error": None if report.verification is None else report.verification.max_rel_error,
         "optimize_seconds": seconds, "timings": report.timings,
     }
     x = [np.random.default_rng(1).standard_normal(tuple(t.shape)).astype(np.float32) for t in model.main.inputs]
@@ -62,15 +68,18 @@ def measure(path: str) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | ops | BN found | fused fully | partly | refused | max rewrite err | "
-             "err JAX | err LiteRT | err onert | LiteRT vs onert (orig.) | optimize s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | ops | SUB / MUL left | BN found | fused fully | partly | refused | max rewrite err | "
+             "err JAX | err LiteRT | err onert | LiteRT vs onert (orig.) | optimize s | warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         onert = "n/a" if r.get("onert_error") is None else f"{r['onert_error']:.1e}"
         base = "n/a" if r.get("litert_vs_onert_original") is None else f"{r['litert_vs_onert_original']:.1e}"
-        lines.append(f"| {r['model']} | {r['ops_before']} -> {r['ops_after']} | {r['bn_found']} | {r['bn_fused_fully']} | "
-                     f"{r['bn_fused_partly']} | {r['bn_refused']} | {r['max_rewrite_error']:.1e} | "
-                     f"{r['jax_error']:.1e} | {r['litert_error']:.1e} | {onert} | {base} | {r['optimize_seconds']:.1f} |")
+        left = f"{r['ops_left'].get('SUB', 0)} / {r['ops_left'].get('MUL', 0)}"
+        jax_error = "n/a" if r["jax_error"] is None else f"{r['jax_error']:.1e}"
+        lines.append(f"| {r['model']} | {r['ops_before']} -> {r['ops_after']} | {left} | {r['bn_found']} | "
+                     f"{r['bn_fused_fully']} | {r['bn_fused_partly']} | {r['bn_refused']} | "
+                     f"{r['max_rewrite_error']:.1e} | {jax_error} | {r['litert_error']:.1e} | {onert} | {base} | "
+                     f"{r['optimize_seconds']:.1f} | {len(r['warnings']) or 'none'} |")
     return "\n".join(lines)
 
 
