@@ -32,7 +32,7 @@ from .io.write import atomic_write
 from .ir import GraphError, Model, Tensor
 from .numerics import RANDOM_INT_RANGE, json_safe, random_input, short_name
 from .quantization import SCHEMES
-from .samples import SampleError, read_samples
+from .samples import SINGLE, SampleError, SampleSet, open_samples, read_samples
 from .schema import TENSOR_TYPE_NAMES, TENSOR_TYPES
 
 EXIT_OK = 0
@@ -390,6 +390,41 @@ def _read_samples(path: str, tensors: list[Tensor], limit: int | None = None) ->
         raise CLIError(str(e)) from None
 
 
+def _open_inputs(path: str, tensors: list[Tensor], model_path: str) -> SampleSet:
+    """The sample set of --inputs (an .npz keyed by input name, arrays with or without a
+    leading sample axis, or a directory of such files), checked but not read."""
+    _unique_names(tensors, "input", model_path)
+    try:
+        return open_samples(path, tensors)
+    except SampleError as e:
+        raise CLIError(str(e)) from None
+
+
+DISTRIBUTED_HELP = ("run as one of several processes with jax.distributed (coordinator, process count and id "
+                    "from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or detected on a cluster "
+                    "JAX knows); each process reads its share of the samples, one prints the report. Implied "
+                    "when JAX_COORDINATOR_ADDRESS is set and JAX_NUM_PROCESSES > 1")
+
+
+def _add_scale_out_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
+
+
+def _start(args: argparse.Namespace) -> bool:
+    """Join a distributed run when asked to, and keep compiled programs between runs (JAX's
+    persistent compilation cache). True on the process that reports and writes files."""
+    from . import distributed
+    from .programs import enable_persistent_cache
+    if getattr(args, "distributed", False) or distributed.requested_by_environment():
+        try:
+            distributed.initialize()
+        except distributed.DistributedError as e:
+            raise CLIError(str(e)) from None
+    if getattr(args, "_persistent_cache", False):
+        enable_persistent_cache()
+    return distributed.process_index() == 0
+
+
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     """np.savez-compatible archive, written atomically (temp file + rename). Any key works,
     including names like 'file' that np.savez's keyword arguments would swallow."""
@@ -418,12 +453,16 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="a .tflite or .circle file")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--inputs", metavar="FILE.npz",
-                        help="input arrays keyed by input tensor name; every graph input must be present with "
-                             "exactly the model's shape and dtype (no casting), and nothing else")
+                        help="input arrays keyed by input tensor name, of the model's dtype (no casting): exactly "
+                             "the input's shape for one sample, or with a leading sample axis ([N, *shape], or "
+                             "[N, ...] in place of a batch dimension of 1); or a directory of such files. Every "
+                             "graph input must be present, and nothing else")
     source.add_argument("--seed", type=int, metavar="N",
                         help="seed of the random inputs used without --inputs (default: 0)")
     p.add_argument("-o", "--output", metavar="OUT.npz",
-                   help="save the outputs here, keyed by output tensor name (written atomically)")
+                   help="save the outputs here, keyed by output tensor name (written atomically); for N samples "
+                        "each with a leading sample axis, laid out as the inputs were")
+    _add_scale_out_arguments(p)
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -433,23 +472,39 @@ def _run_run(args: argparse.Namespace) -> int:
     graph = model.main
     _unique_names(graph.inputs, "input", args.model)
     out_names = _unique_names(graph.outputs, "output", args.model)
+    dataset = None
     if args.inputs is not None:
-        inputs = read_npz_inputs(args.inputs, graph.inputs)
+        dataset = _open_inputs(args.inputs, graph.inputs, args.model)
         source = f"from {args.inputs}"
+        if len(dataset) == 1 and dataset.form == SINGLE:  # one sample of exactly the model's shapes
+            inputs, dataset = dataset[0], None
+        else:
+            source += f" ({len(dataset)} samples)"
     else:
         seed = 0 if args.seed is None else args.seed
         inputs = random_inputs(graph.inputs, seed, args.model)
         source = f"random, seed {seed}"
+    leader = _start(args)
 
     import jax  # deferred: jax is slow to import and only run needs it
 
     from .lowering import LoweringError, lower
     try:
-        fn, params = lower(model)
-        outputs = jax.jit(fn)(params, *inputs)  # tracing may reject an op too
+        if dataset is None:
+            fn, params = lower(model)
+            outputs = [np.asarray(o) for o in jax.jit(fn)(params, *inputs)]  # tracing may reject an op too
+        else:
+            from . import progress
+            from .batched import run_model
+            with progress.bar(len(dataset), "running", "sample") as bar:
+                outputs = run_model(model, dataset, progress_bar=bar)
+            if dataset.form == "in place of batch":  # outputs [N, ...] in place of their batch of 1 too
+                outputs = [o.reshape(o.shape[0], *o.shape[2:]) if o.ndim >= 2 and o.shape[1] == 1 else o
+                           for o in outputs]
     except (LoweringError, GraphError) as e:
         raise CLIError(f"{args.model}: cannot run: {e}") from None
-    outputs = [np.asarray(o) for o in outputs]
+    if not leader:
+        return EXIT_OK
     if len(outputs) != len(out_names):
         raise RuntimeError(f"lowered function returned {len(outputs)} outputs, the graph has {len(out_names)}")
     print(f"inputs: {source}")
@@ -474,8 +529,10 @@ def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="skip the final whole-model comparison (every single rewrite is still checked)")
     p.add_argument("--inputs", metavar="FILE.npz",
-                   help="input arrays for the whole-model comparison (keyed by input name); default: 2 seeded "
-                        "random samples")
+                   help="samples for the whole-model comparison, as for 'jaxfuse verify --inputs' (keyed by input "
+                        "name, with or without a leading sample axis, or a directory of such files; the per-rewrite "
+                        "checks take their activation statistics from the first); default: 2 seeded random samples")
+    _add_scale_out_arguments(p)
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
                    help="largest accepted whole-model error, relative to each output's scale (default: 1e-4)")
     p.add_argument("--lossy-float16-weights", action="store_true",
@@ -534,10 +591,14 @@ def _run_optimize(args: argparse.Namespace) -> int:
     read_time = time.perf_counter() - t0
     samples = None
     if args.inputs is not None:
-        samples = [read_npz_inputs(args.inputs, model.main.inputs)]
+        samples = _open_inputs(args.inputs, model.main.inputs, args.input)
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
         raise CLIError(f"--tolerance must be positive, got {args.tolerance}")
+    leader = _start(args)
+    from . import progress
+    if not leader:
+        progress.enable(False)
 
     from .lowering import LoweringError
     failed = selection = None
@@ -559,6 +620,8 @@ def _run_optimize(args: argparse.Namespace) -> int:
             "with 1 thread), and the full fold changes int8 ranges (-0.5 dB SQNR there): for a model you will "
             "quantize, use --for int8")
     report.timings = {"read": read_time, **report.timings}
+    if not leader:  # every process optimized the same model; the first writes and reports
+        return EXIT_OK if failed is None else EXIT_FAILED
     if optimized is not None:
         t = time.perf_counter()
         _save_model(optimized, args.output, args.input)
@@ -616,8 +679,13 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", metavar="MODEL_A", help="the reference model (.tflite or .circle)")
     p.add_argument("model_b", metavar="MODEL_B", help="the model to check against it")
     p.add_argument("--inputs", metavar="FILE.npz",
-                   help="input arrays keyed by MODEL_A's input names; default: --samples seeded random samples")
-    p.add_argument("--samples", type=int, default=2, metavar="N", help="random samples without --inputs (default 2)")
+                   help="samples keyed by MODEL_A's input names: arrays of exactly the input's shape (one sample) "
+                        "or with a leading sample axis ([N, *shape], or [N, ...] in place of a batch dimension "
+                        "of 1), or a directory of such files; default: --samples seeded random samples")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="without --inputs: how many seeded random samples (default 2); with it: use only its "
+                        "first N (default: all)")
+    _add_scale_out_arguments(p)
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random samples (default 0)")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
                    help="float models: largest accepted error relative to each tensor's scale (default: 1e-4)")
@@ -639,32 +707,54 @@ def _format_diff(d) -> str:
     return f"max abs error {d.max_abs_error:.3g}, scale {d.scale:.3g}, relative {d.rel_error:.3g}"
 
 
+def _format_samples(d, samples: int) -> str:
+    """Per-sample figures of an output: 99th percentile, worst sample, top-1 agreement."""
+    if d.worst_sample is None or samples < 2:
+        return ""
+    unit = " LSB" if d.kind == "quantized" else " of the scale"
+    text = f"; over {samples} samples: 99th percentile {d.p99_error:.3g}{unit}, worst sample {d.worst_sample}"
+    if d.top1_agreement is not None:
+        text += f", top-1 agreement {d.top1_agreement:.2%}"
+    return text
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     from .equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
     from .lowering import LoweringError
 
     a = _validated(_load(args.model_a), args.model_a)
     b = _validated(_load(args.model_b), args.model_b)
-    samples = [read_npz_inputs(args.inputs, a.main.inputs)] if args.inputs is not None else None
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}")
+    samples = None
+    if args.inputs is not None:
+        samples = _open_inputs(args.inputs, a.main.inputs, args.model_a)
+        if args.samples is not None and args.samples < len(samples):
+            samples = samples.head(args.samples)
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     max_lsb = DEFAULT_MAX_LSB if args.max_lsb is None else args.max_lsb
     if not tolerance > 0 or not max_lsb >= 0:
         raise CLIError("--tolerance must be positive and --max-lsb at least 0")
+    leader = _start(args)
+    if not leader:
+        from . import progress
+        progress.enable(False)
     try:
-        report = compare(a, b, samples, tolerance=tolerance, seed=args.seed, num_samples=args.samples,
+        report = compare(a, b, samples, tolerance=tolerance, seed=args.seed,
+                         num_samples=2 if args.samples is None else args.samples,
                          max_lsb=max_lsb, min_sqnr=args.min_sqnr)
     except LoweringError as e:
         raise CLIError(f"cannot run the models: {e}") from None
     except ValueError as e:  # incompatible inputs/outputs
         raise CLIError(f"{args.model_a} vs {args.model_b}: {e}") from None
+    if not leader:  # every process holds the whole report; the first prints it
+        return EXIT_OK if report.ok else EXIT_FAILED
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=_json_default))
     else:
         print(f"{args.model_a} vs {args.model_b}: {report.summary()}")
         for o in report.outputs:
-            print(f"  output '{o.name}': {_format_diff(o)}")
+            print(f"  output '{o.name}': {_format_diff(o)}{_format_samples(o, report.samples)}")
         if report.mode != "float":
             for t in report.worst_tensors:
                 print(f"  lowest SQNR: '{short_name(t.name)}': {_format_diff(t)}")
@@ -909,7 +999,9 @@ register(Command(
     "JAX's default device).\n\n"
     "inputs: with --inputs FILE.npz, one array per graph input keyed by the input tensor's name\n"
     "(np.savez(FILE, **{name: array})); a missing or extra key, or a shape or dtype that differs\n"
-    "from the model's, is an error (no casting: convert with .astype first). Without --inputs,\n"
+    "from the model's, is an error (no casting: convert with .astype first). Arrays with a leading\n"
+    "sample axis (or a directory of such files) run every sample, batched and sharded over the\n"
+    "local devices (--distributed: over hosts too); outputs then carry the sample axis. Without --inputs,\n"
     "inputs are random, drawn in graph-input order from numpy.random.default_rng(--seed):\n"
     f"floats standard normal, integers uniform in [{RANDOM_INT_RANGE[0]}, {RANDOM_INT_RANGE[1]}], "
     "bools fair coin flips\n(integer inputs that are indices or sizes usually need real values: give --inputs).\n\n"
@@ -950,11 +1042,17 @@ register(Command(
     "    every output must reach --min-sqnr; the tensors with the lowest SQNR are named.\n"
     "Samples are drawn in MODEL_A's input types; MODEL_B gets the same real values in its own\n"
     "(quantized with its input scale and zero point, or dequantized).\n\n"
-    "output: one summary line and one line per output; --json prints the report object\n"
-    "(keys: ok, mode, tolerance, max_lsb, min_sqnr, samples, max_abs_error, max_rel_error,\n"
-    "outputs, compared_tensors, first_divergent, worst_tensors, notes; a tensor entry has name,\n"
-    "kind, max_abs_error, scale, rel_error, sqnr_db, lsb_error, within_1_lsb; infinite values\n"
-    "are the strings \"inf\" / \"-inf\").",
+    "samples: --inputs takes a data set of any size (see --inputs); it is read chunk by chunk\n"
+    "(uncompressed .npz memory-mapped), each chunk evaluated as one batch, the batches sharded\n"
+    "over every local device (a jax.sharding mesh over the sample axis) and, with --distributed,\n"
+    "over hosts. Each chunk is computed the same way whichever device or host takes it.\n\n"
+    "output: one summary line and one line per output (with several samples: the 99th percentile\n"
+    "of the per-sample error, the worst sample's index, a classifier's top-1 agreement); --json\n"
+    "prints the report object (keys: ok, mode, tolerance, max_lsb, min_sqnr, samples, devices,\n"
+    "processes, max_abs_error, max_rel_error, outputs, compared_tensors, first_divergent,\n"
+    "worst_tensors, notes; a tensor entry has name, kind, max_abs_error, scale, rel_error, sqnr_db,\n"
+    "lsb_error, within_1_lsb, p99_error, worst_sample, top1_agreement; infinite values are the\n"
+    "strings \"inf\" / \"-inf\").",
     _add_verify_arguments, _run_verify, EXIT_CODES_HELP))
 
 register(Command(
@@ -1017,13 +1115,20 @@ def _debug() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (the console script exits with it)."""
+    """Run the command line; returns the exit status (the console script exits with it).
+    Without `argv` (the console script, python -m jaxfuse) the arguments come from sys.argv
+    and the process keeps its compiled programs in JAX's persistent compilation cache
+    (jaxfuse.programs.default_cache_dir: $JAXFUSE_CACHE_DIR, else ~/.cache/jaxfuse/xla)."""
     parser = build_parser()
     map_large_allocations()  # before jax allocates anything: freed buffers go back to the OS
+    from . import progress
+    progress.enable(sys.stderr.isatty())  # bars for runs longer than ~2 s, only on a terminal
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors (argparse already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
+    # a command-line process (not a call from Python) keeps its compiled programs for the next run
+    args._persistent_cache = argv is None
     try:
         return args._command.run(args)
     except (CLIError, ModelError, GraphError) as e:

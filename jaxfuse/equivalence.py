@@ -6,9 +6,17 @@ so one tolerance fits logits, probabilities and feature maps alike. Two quantize
 are compared in LSBs (quantization steps of the reference tensor), a float model and a
 quantized one by the SQNR of the quantized side's dequantized values, in dB:
     sqnr = 10 log10(sum x_float^2 / sum (x_float - x_dequantized)^2)
+
+A whole-model comparison runs over a sample set of any size: the samples are cut into
+fixed-size chunks, evaluated in batches sharded over the local devices (and, in a
+jax.distributed run, over the processes, each reading its share), and the per-sample
+figures are gathered and combined in sample order, so the report does not depend on how
+many devices or hosts computed it. Per output it also gives the 99th percentile of the
+per-sample errors, the worst sample's index and, for a classifier, the top-1 agreement.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -18,7 +26,10 @@ from .lowering import lower_graph, tensor_keys
 from .numerics import (convert_sample, dequantize, error_stats, is_quantized_integer, json_safe, random_inputs,
                        relative_to_scale, short_name, sqnr_db)
 from .memory import release_free_memory
-from .segmented import compile_for_check, evaluate_in_segments
+from .programs import PROGRAMS, RUN_COMPILER_OPTIONS
+from .samples import SampleSet, as_sample_set
+from .segmented import Placement, SegmentedRun, stack_samples
+from . import progress
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
 DEFAULT_LOCAL_TOLERANCE = 1e-5  # one rewrite, relative to each observed tensor's scale
@@ -41,6 +52,11 @@ HUGE_ACTIVATION = 1e30  # beyond this a value is a sentinel (padding with -inf o
 def channel_statistics(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(mean, std) per channel (last axis) over the finite values below HUGE_ACTIVATION, in
     float32; None when some channel has no such value (nothing meaningful to sample from)."""
+    if value.size and float(np.max(np.abs(value))) < HUGE_ACTIVATION:  # all usable (NaN fails the test)
+        flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
+        mean = flat.sum(axis=0) / flat.shape[0]  # the same sums as below, without the masks
+        spread = np.sqrt(((flat - mean) ** 2).sum(axis=0) / flat.shape[0])
+        return mean.astype(np.float32), spread.astype(np.float32)
     flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
     usable = np.isfinite(flat) & (np.abs(np.nan_to_num(flat)) < HUGE_ACTIVATION)
     count = usable.sum(axis=0)
@@ -52,16 +68,22 @@ def channel_statistics(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return mean.astype(np.float32), spread.astype(np.float32)
 
 
-def activation_statistics(graph: Graph, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+def activation_statistics(graph: Graph, sample: list[np.ndarray], run: SegmentedRun | None = None,
+                          batch: list[np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
     """{tensor key: (mean, std) per channel (last axis), or None} of every float tensor of
     `graph` on one sample (see channel_statistics). The model runs segment by segment, so
-    only one segment's activations exist at a time."""
+    only one segment's activations exist at a time; `run` (a SegmentedRun of `graph` on one
+    device) lets a later comparison reuse its programs, and `batch` (arrays with a leading
+    sample axis whose first sample is `sample`) makes them programs for that batch size."""
     keys = tensor_keys(graph)
     floating = {keys[id(t)] for t in graph.tensors
                 if not t.is_constant and t.dtype is not None and t.dtype.kind == "f" and len(t.shape) >= 1}
+    run = run or SegmentedRun(graph, keep=floating.__contains__)
     result = {}
-    for (values,) in evaluate_in_segments(graph, [sample], floating.__contains__):
+    batch = [np.asarray(x)[None] for x in sample] if batch is None else batch
+    for values in run.run(batch, floating.__contains__):
         for key, value in values.items():
+            value = np.asarray(value)[0]
             if value.ndim >= 1 and value.size:
                 result[key] = channel_statistics(value)
     release_free_memory()
@@ -73,7 +95,12 @@ class TensorDiff:
     """How far the candidate's tensor is from the reference's, over all samples. Errors are
     in real units (quantized values dequantized). `kind` says what was compared: "float"
     (both float), "quantized" (both quantized: lsb_error / within_1_lsb count in units of
-    the reference's scale) or "float-vs-quantized" (sqnr_db: the float side is the signal)."""
+    the reference's scale) or "float-vs-quantized" (sqnr_db: the float side is the signal).
+    Per sample, the error is rel_error's measure (lsb_error's for "quantized"):
+    p99_error is its 99th percentile over the samples (the sample value at or above the
+    99% rank, no interpolation), worst_sample the first sample where
+    it is largest; top1_agreement (classifier outputs only: one axis longer than 1) is the
+    share of samples whose largest entry is at the same index in both."""
     name: str
     max_abs_error: float
     scale: float
@@ -82,6 +109,9 @@ class TensorDiff:
     sqnr_db: float | None = None
     lsb_error: float | None = None
     within_1_lsb: float | None = None
+    p99_error: float | None = None
+    worst_sample: int | None = None
+    top1_agreement: float | None = None
 
 
 @dataclass
@@ -99,6 +129,8 @@ class VerifyReport:
     max_lsb: float | None = None          # the limit applied to quantized pairs
     min_sqnr: float | None = None         # the limit applied to float-vs-quantized pairs (and quantized ones if set)
     worst_tensors: list[TensorDiff] = field(default_factory=list)  # lowest SQNR first
+    devices: int = 1                      # devices that computed it (all processes together)
+    processes: int = 1
 
     def to_dict(self) -> dict:
         return json_safe(asdict(self))
@@ -137,41 +169,106 @@ def pair_kind(a: Tensor, b: Tensor) -> str:
     return (FLOAT, MIXED, QUANTIZED)[quantized]
 
 
+def is_classifier(tensor: Tensor) -> bool:
+    """One axis longer than 1, every other of length 1: a vector of class scores."""
+    long = [int(d) for d in tensor.shape if int(d) != 1]
+    return len(long) == 1 and long[0] >= 2
+
+
+# per-sample figures of one compared pair, one row per sample
+_ABS, _SCALE, _NONFINITE, _SIGNAL, _NOISE, _LSB, _WITHIN, _COUNT, _TOP1 = range(9)
+_FIGURES = 9
+
+
+def _nan_aware_errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample (leading axis): (max |a - b|, max finite |a|, count of non-finite values in
+    a); NaN on both sides and equal infinities are agreement, NaN on one side only is an
+    infinite error."""
+    n = a.shape[0]
+    a, b = a.reshape(n, -1), b.reshape(n, -1)
+    if np.isfinite(a).all() and np.isfinite(b).all():  # the same figures, without the masks
+        a = a.astype(np.float64)
+        return np.abs(a - b).max(axis=1, initial=0.0), np.abs(a).max(axis=1, initial=0.0), np.zeros(n, np.int64)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        agree = (np.isnan(a) & np.isnan(b)) | (a == b)
+        diff = np.where(agree, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    finite = np.isfinite(a)
+    scale = np.where(finite, np.abs(a), 0.0)
+    return diff.max(axis=1, initial=0.0), scale.max(axis=1, initial=0.0), (~finite).sum(axis=1)
+
+
 class _Accumulated:
-    """One compared pair's statistics over the samples."""
+    """One compared pair's per-sample figures, combined in sample order by `diff`."""
 
-    def __init__(self, a: Tensor, b: Tensor):
+    def __init__(self, a: Tensor, b: Tensor, top1: bool = False):
         self.a, self.b, self.kind = a, b, pair_kind(a, b)
-        self.abs_err = self.scale = self.rel = 0.0
-        self.nonfinite = 0
-        self.signal = self.noise = 0.0
-        self.lsb = 0.0
-        self.within = self.count = 0
+        self.top1 = top1
+        self.indices: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
 
-    def add(self, value_a: np.ndarray, value_b: np.ndarray) -> None:
-        real_a, real_b = dequantize(value_a, self.a), dequantize(value_b, self.b)
-        abs_err, scale, nonfinite = _nan_aware_error(real_a, real_b)
-        rel = relative_to_scale(abs_err, scale)
-        if rel > self.rel or (self.rel == 0 and abs_err > self.abs_err):
-            self.abs_err, self.scale, self.rel = abs_err, scale, rel
-        self.nonfinite += nonfinite
+    def add(self, indices: np.ndarray, values_a: np.ndarray, values_b: np.ndarray) -> None:
+        """The samples `indices` (values with a leading sample axis)."""
+        n = len(indices)
+        rows = np.zeros((n, _FIGURES))
+        rows[:, _TOP1] = np.nan
         if self.kind == FLOAT:
-            return
-        signal = real_b if self.kind == MIXED and is_quantized_integer(self.a) else real_a
-        finite = np.isfinite(real_a) & np.isfinite(real_b)
-        self.signal += float(np.sum(np.where(finite, signal, 0.0) ** 2))
-        self.noise += float(np.sum(np.subtract(real_a, real_b, out=np.zeros_like(real_a), where=finite) ** 2))
-        if self.kind == QUANTIZED:
-            lsb = np.abs(real_a - real_b) / dequantize_scale(self.a, real_a.ndim)
-            self.lsb = max(self.lsb, float(np.max(lsb, initial=0.0)))
-            self.within += int(np.sum(lsb <= 1.0 + 1e-9))
-            self.count += lsb.size
+            real_a, real_b = values_a, values_b
+            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = _nan_aware_errors(values_a, values_b)
+        else:
+            real_a = np.stack([dequantize(values_a[i], self.a) for i in range(n)])
+            real_b = np.stack([dequantize(values_b[i], self.b) for i in range(n)])
+            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = _nan_aware_errors(real_a, real_b)
+            for i in range(n):
+                ra, rb = real_a[i], real_b[i]
+                signal = rb if self.kind == MIXED and is_quantized_integer(self.a) else ra
+                finite = np.isfinite(ra) & np.isfinite(rb)
+                rows[i, _SIGNAL] = float(np.sum(np.where(finite, signal, 0.0) ** 2))
+                rows[i, _NOISE] = float(np.sum(np.subtract(ra, rb, out=np.zeros_like(ra), where=finite) ** 2))
+                if self.kind == QUANTIZED:
+                    lsb = np.abs(ra - rb) / dequantize_scale(self.a, ra.ndim)
+                    rows[i, _LSB] = float(np.max(lsb, initial=0.0))
+                    rows[i, _WITHIN] = int(np.sum(lsb <= 1.0 + 1e-9))
+                    rows[i, _COUNT] = lsb.size
+        if self.top1 and n:
+            rows[:, _TOP1] = (np.argmax(np.asarray(real_a).reshape(n, -1), axis=1)
+                              == np.argmax(np.asarray(real_b).reshape(n, -1), axis=1))
+        self.indices.append(np.asarray(indices, np.int64))
+        self.rows.append(rows)
 
-    def diff(self, name: str) -> TensorDiff:
-        sqnr = sqnr_db(self.signal, self.noise) if self.kind != FLOAT else None
-        lsb = self.lsb if self.kind == QUANTIZED else None
-        within = (self.within / self.count if self.count else 1.0) if self.kind == QUANTIZED else None
-        return TensorDiff(name, self.abs_err, self.scale, self.rel, self.kind, sqnr, lsb, within)
+    def local(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.rows:
+            return np.zeros(0, np.int64), np.zeros((0, _FIGURES))
+        return np.concatenate(self.indices), np.concatenate(self.rows)
+
+    def diff(self, name: str, rows: np.ndarray) -> TensorDiff:
+        """The pair's figures from `rows` (every sample's, in sample order): the same as
+        adding the samples one by one."""
+        abs_err, scale = rows[:, _ABS], rows[:, _SCALE]
+        rel = np.array([relative_to_scale(e, s) for e, s in zip(abs_err, scale)])
+        worst = int(np.argmax(rel)) if len(rel) and rel.max() > 0 else None
+        best_abs, best_scale, best_rel = (abs_err[worst], scale[worst], rel[worst]) if worst is not None \
+            else (0.0, 0.0, 0.0)
+        per_sample = rows[:, _LSB] if self.kind == QUANTIZED else rel
+        if self.kind == QUANTIZED:
+            worst = int(np.argmax(per_sample)) if len(per_sample) else None
+        p99 = float(np.percentile(per_sample, 99, method="higher")) if len(per_sample) else None
+        sqnr = lsb = within = None
+        if self.kind != FLOAT:
+            sqnr = sqnr_db(_sequential_sum(rows[:, _SIGNAL]), _sequential_sum(rows[:, _NOISE]))
+        if self.kind == QUANTIZED:
+            lsb = float(np.max(rows[:, _LSB], initial=0.0))
+            count = int(rows[:, _COUNT].sum())
+            within = int(rows[:, _WITHIN].sum()) / count if count else 1.0
+        top1 = float(np.mean(rows[:, _TOP1])) if self.top1 and len(rows) else None
+        return TensorDiff(name, float(best_abs), float(best_scale), float(best_rel), self.kind, sqnr, lsb, within,
+                          p99, worst if worst is not None else (0 if len(rows) else None), top1)
+
+
+def _sequential_sum(values: np.ndarray) -> float:
+    """Left to right, as adding one sample at a time does."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
 
 
 def dequantize_scale(tensor: Tensor, ndim: int) -> np.ndarray:
@@ -192,27 +289,54 @@ def _acceptable(d: TensorDiff, tolerance: float, max_lsb: float, min_sqnr: float
     return d.sqnr_db >= min_sqnr
 
 
-def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] | None = None, *,
+CHUNK_BYTES_CPU = 64 * 2**20           # activations of one batch, both models, on a CPU
+CHUNK_BYTES_ACCELERATOR = 1024 * 2**20  # on a GPU/TPU
+RESIDENT_WEIGHT_BYTES = {"cpu": 512 * 2**20, "other": 4 * 2**30}  # both models' weights kept between batches
+MANY_SAMPLES = 64   # from this many samples on, comparisons compile for run time (programs.RUN_COMPILER_OPTIONS)
+PARALLEL_CHUNKS = 8                     # small sets are cut into at least this many chunks (devices to feed)
+MAX_CHUNK = 256
+
+
+def chunk_size(samples: int, bytes_per_sample: int, platform: str = "cpu") -> int:
+    """Samples per chunk: what the activation budget allows, and about samples / 8 so a
+    set gives several devices work (two samples, the default check, go together). It
+    depends on the set and the models only, never on the device count: a sample's values
+    depend on the chunk it is computed in."""
+    budget = CHUNK_BYTES_CPU if platform == "cpu" else CHUNK_BYTES_ACCELERATOR
+    wanted = max(math.ceil(samples / PARALLEL_CHUNKS), min(samples, 2))
+    return int(max(1, min(MAX_CHUNK, budget // max(bytes_per_sample, 1), wanted)))
+
+
+def compare(reference: Model, candidate: Model, samples=None, *,
             tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
-            max_lsb: float = DEFAULT_MAX_LSB, min_sqnr: float | None = None) -> VerifyReport:
+            max_lsb: float = DEFAULT_MAX_LSB, min_sqnr: float | None = None, devices=None,
+            chunk: int | None = None, reference_run: SegmentedRun | None = None) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
     two share by name. Both run segment by segment in lockstep (jaxfuse.segmented), so
     peak memory is a few segments' weights and activations, not two whole models'.
 
     Float pairs must agree within `tolerance` of the reference's scale; quantized pairs
     within `max_lsb` LSB (and `min_sqnr` dB when given); a float output against a quantized
-    one must reach `min_sqnr` dB (default DEFAULT_MIN_SQNR). `samples` are in the
-    reference's input types; the candidate gets the same real values in its own types
-    (quantized or dequantized)."""
+    one must reach `min_sqnr` dB (default DEFAULT_MIN_SQNR). `samples` (a list of samples,
+    each a list of arrays, or a jaxfuse.samples.SampleSet; default `num_samples` seeded
+    random ones) are in the reference's input types; the candidate gets the same real
+    values in its own types (quantized or dequantized).
+
+    The samples go in chunks of `chunk` (default: chunk_size) over `devices` (default:
+    every local device); in a jax.distributed run each process computes its share of the
+    chunks and every process returns the whole report. `reference_run`: a SegmentedRun of
+    the reference on one device whose compiled programs to reuse."""
+    import jax
     ga, gb = reference.main, candidate.main
     if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
         raise ValueError("the models have different inputs: "
                          f"{[list(t.shape) for t in ga.inputs]} vs {[list(t.shape) for t in gb.inputs]}")
     if len(ga.outputs) != len(gb.outputs):
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
-    if samples is None:
-        samples = random_inputs(ga, num_samples, seed)
-    samples_b = [convert_sample(sample, ga.inputs, gb.inputs) for sample in samples]
+    sample_set = as_sample_set(random_inputs(ga, num_samples, seed) if samples is None else samples, ga.inputs)
+    total = len(sample_set)
+    if total == 0:
+        raise ValueError("no samples to compare on")
     keys_a, keys_b = tensor_keys(ga), tensor_keys(gb)
     by_key_b = {keys_b[id(t)]: t for t in gb.tensors}
     order = [t for op in ga.ops for t in op.outputs]  # the reference's execution order
@@ -222,32 +346,83 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
     pairs = [(f"out{i}", keys_a[id(ta)], keys_b[id(tb)]) for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))]
     pairs += [(name, name, name) for name, _ in shared if name not in mismatched]
     tensors_a = {keys_a[id(t)]: t for t in ga.tensors}
-    stats = {label: _Accumulated(tensors_a[ka], by_key_b[kb]) for label, ka, kb in pairs}
-
+    stats = {label: _Accumulated(tensors_a[ka], by_key_b[kb], top1=label.startswith("out")
+                                 and is_classifier(tensors_a[ka]))
+             for label, ka, kb in pairs}
     labels_a: dict[str, list[str]] = {}
     labels_b: dict[str, list[str]] = {}
     for label, ka, kb in pairs:
         labels_a.setdefault(ka, []).append(label)
         labels_b.setdefault(kb, []).append(label)
+
+    from .distributed import allgather_rows, chunk_groups, process_count, share
+    local_devices = list(devices) if devices else jax.local_devices()
+    run_a = SegmentedRun(ga, keep=labels_a.__contains__)
+    run_b = SegmentedRun(gb, keep=labels_b.__contains__)
+    size = chunk or chunk_size(total, run_a.bytes_per_sample() + run_b.bytes_per_sample(),
+                               local_devices[0].platform)
+    chunks = share(math.ceil(total / size))
+    used = max(1, min(len(local_devices), len(chunks)))
+    placement = Placement(local_devices[:used])
+    if used == 1 and reference_run is not None and reference_run.graph is ga \
+            and reference_run.placement.devices == placement.devices and all(map(reference_run.keep, labels_a)):
+        run_a = reference_run
+    else:
+        run_a.placement = placement
+    run_b.placement = placement
+    steps = math.ceil(len(chunks) / used)
+    # many batches: keep the weights on the devices instead of copying them for each batch (not for the
+    # two of optimize's default check, where the copy costs less than holding both models' weights)
+    resident = steps > 2 and run_a.weight_bytes() + run_b.weight_bytes() <= RESIDENT_WEIGHT_BYTES.get(
+        local_devices[0].platform, RESIDENT_WEIGHT_BYTES["other"])
+    # a large set runs each program many times: XLA's optimizations pay for their compile time (the
+    # choice depends on the set only, so every device count computes the same values)
+    options = RUN_COMPILER_OPTIONS if total >= MANY_SAMPLES else None
+    if options is not None and run_a is reference_run:
+        run_a = SegmentedRun(ga, keep=labels_a.__contains__, placement=placement)
+    for run in (run_a, run_b):
+        run.resident = resident
+        run.options = options
     seen: set[str] = set()
-    for label, per_sample in _paired_values(ga, gb, samples, samples_b, labels_a, labels_b):
-        for a, b in per_sample:
-            if a.shape == b.shape:
-                stats[label].add(a, b)
-                seen.add(label)
+    with progress.bar(total // process_count() or None, "comparing", "sample") as bar:
+        for indices, valid in chunk_groups(chunks, used, size, total):
+            batch_a = sample_set.take(indices)
+            batch_b = _converted(batch_a, ga.inputs, gb.inputs)
+            for label, value_a, value_b in _paired_values(run_a, run_b, batch_a, batch_b, labels_a, labels_b):
+                a, b = np.asarray(value_a), np.asarray(value_b)
+                if a.shape == b.shape:
+                    stats[label].add(indices[valid], a[valid], b[valid])
+                    seen.add(label)
+            bar.update(int(valid.sum()))
+    for run in (run_a, run_b):
+        run.release()
+        run.resident, run.options = False, None
     release_free_memory()
+
+    processes = process_count()
+    rows_by_label: dict[str, np.ndarray] = {}
+    labels = [label for label, _, _ in pairs]
+    local = [stats[label].local() for label in labels]
+    if processes > 1:
+        seen = _seen_everywhere(seen, labels)
+    for label, (indices, rows) in zip(labels, local):
+        if label in seen:
+            indices, rows = allgather_rows(indices, rows) if processes > 1 else (indices, rows)
+            rows_by_label[label] = rows[np.argsort(indices, kind="stable")]
+
     missing = TensorDiff("", float("inf"), 0.0, float("inf"))  # never compared: shapes differ
     outputs = []
     for i, ta in enumerate(ga.outputs):
         label = f"out{i}"
-        outputs.append(stats[label].diff(ta.name) if label in seen else replace(missing, name=ta.name))
+        outputs.append(stats[label].diff(ta.name, rows_by_label[label]) if label in seen
+                       else replace(missing, name=ta.name))
     mode = MIXED if any(o.kind == MIXED for o in outputs) else (
         QUANTIZED if outputs and all(o.kind == QUANTIZED for o in outputs) else FLOAT)
     sqnr_limit = min_sqnr if min_sqnr is not None or mode != MIXED else DEFAULT_MIN_SQNR
     first = None
     shared_diffs = []
     for name, t in shared:
-        d = stats[name].diff(t.name) if name in seen else replace(missing, name=t.name)
+        d = stats[name].diff(t.name, rows_by_label[name]) if name in seen else replace(missing, name=t.name)
         shared_diffs.append(d)
         if first is None and d.kind != MIXED and not _acceptable(d, tolerance, max_lsb, None):
             first = d
@@ -256,24 +431,44 @@ def compare(reference: Model, candidate: Model, samples: list[list[np.ndarray]] 
     max_rel = max((o.rel_error for o in outputs), default=0.0)
     notes = [f"output '{ga.outputs[int(label[3:])].name}' of the reference holds NaN or infinity for these inputs: "
              "there only matching non-finite values were checked"
-             for label in sorted(label for label in seen if label.startswith("out") and stats[label].nonfinite)]
+             for label in sorted(label for label in seen if label.startswith("out")
+                                 and rows_by_label[label][:, _NONFINITE].sum())]
     ok = all(_acceptable(o, tolerance, max_lsb, sqnr_limit) for o in outputs) and first is None
-    return VerifyReport(ok=ok, tolerance=tolerance, samples=len(samples), max_abs_error=max_abs,
+    return VerifyReport(ok=ok, tolerance=tolerance, samples=total, max_abs_error=max_abs,
                         max_rel_error=max_rel, outputs=outputs, compared_tensors=len(shared), first_divergent=first,
                         notes=notes, mode=mode, max_lsb=max_lsb if mode == QUANTIZED else None,
-                        min_sqnr=sqnr_limit, worst_tensors=worst)
+                        min_sqnr=sqnr_limit, worst_tensors=worst, devices=_total_devices(used), processes=processes)
 
 
-def _paired_values(ga: Graph, gb: Graph, samples_a, samples_b, labels_a: dict[str, list[str]],
+def _total_devices(used: int) -> int:
+    from .distributed import allgather_int, process_count
+    return used if process_count() == 1 else sum(allgather_int(used))
+
+
+def _seen_everywhere(seen: set[str], labels: list[str]) -> set[str]:
+    """Labels some process compared (a process without chunks compares none)."""
+    from .distributed import allgather_bytes
+    flags = np.array([label in seen for label in labels], np.uint8).tobytes()
+    gathered = np.stack([np.frombuffer(p, np.uint8) for p in allgather_bytes(flags)])
+    return {label for label, any_seen in zip(labels, gathered.max(axis=0)) if any_seen}
+
+
+def _converted(batch: list[np.ndarray], source: list[Tensor], target: list[Tensor]) -> list[np.ndarray]:
+    """convert_sample on every sample of a batch."""
+    if not batch:
+        return []
+    samples = [convert_sample([x[i] for x in batch], source, target) for i in range(len(batch[0]))]
+    return stack_samples(samples)
+
+
+def _paired_values(run_a: SegmentedRun, run_b: SegmentedRun, batch_a, batch_b, labels_a: dict[str, list[str]],
                    labels_b: dict[str, list[str]]):
-    """Yield (label, [(value in a, value in b) per sample]) as soon as both graphs have
-    computed a label's tensors. The two run segment by segment in lockstep, the one
-    behind advancing first, so only the few tensors computed by one and not yet by the
-    other are held at a time."""
-    runs = [evaluate_in_segments(ga, samples_a, labels_a.__contains__),
-            evaluate_in_segments(gb, samples_b, labels_b.__contains__)]
+    """Yield (label, value in a, value in b) as soon as both graphs have computed a label's
+    tensors. The two run segment by segment in lockstep, the one behind advancing first,
+    so only the few tensors computed by one and not yet by the other are held at a time."""
+    runs = [run_a.run(batch_a, labels_a.__contains__), run_b.run(batch_b, labels_b.__contains__)]
     labels = [labels_a, labels_b]
-    pending: list[dict[str, list]] = [{}, {}]
+    pending: list[dict[str, object]] = [{}, {}]
     done = [False, False]
     while not all(done):
         side = 1 if pending[0] and not done[1] or done[0] else 0  # a ahead: let b catch up
@@ -283,43 +478,97 @@ def _paired_values(ga: Graph, gb: Graph, samples_a, samples_b, labels_a: dict[st
         except StopIteration:
             done[side] = True
             continue
-        for key in segment[0]:
-            values = [kept[key] for kept in segment]
+        for key, value in segment.items():
             for label in labels[side][key]:
                 if label in pending[other]:
                     theirs = pending[other].pop(label)
-                    yield label, list(zip(values, theirs) if side == 0 else zip(theirs, values))
+                    yield (label, value, theirs) if side == 0 else (label, theirs, value)
                 else:
-                    pending[side][label] = values
-
-
-def _nan_aware_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
-    """(max |a - b|, max finite |a|, count of non-finite values in a); NaN on both sides and
-    equal infinities are agreement, NaN on one side only is an infinite error."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        agree = (np.isnan(a) & np.isnan(b)) | (a == b)
-        diff = np.where(agree, 0.0, np.abs(a - b))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    finite = np.isfinite(a)
-    scale = np.where(finite, np.abs(a), 0.0)
-    return float(np.max(diff, initial=0.0)), float(np.max(scale, initial=0.0)), int(np.sum(~finite))
+                    pending[side][label] = value
 
 
 def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
                  samples: list[list[np.ndarray]]) -> float:
     """Largest relative error over `observed` between two versions of a region, each a
-    Graph of ops reading `frontier`; both run in one jit-compiled function."""
-    f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
-    f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
-    both = None
+    Graph of ops reading `frontier`; both run in one compiled program, vmapped over the
+    samples. Parameters are flat arguments, so the same region elsewhere in the model
+    (another block of the stage) reuses the program, found by structure without tracing
+    it again (jaxfuse.segmented.structure_key)."""
+    batch = stack_samples(samples)
+    program = _region_program(before, after, frontier, observed, len(samples))
+    args = (program.params(0), program.params(1), *batch)
+    out_before, out_after = program.compiled()(*args)
     worst = 0.0
-    for xs in samples:
-        if both is None:
-            both = compile_for_check(lambda pb, pa, *xs: (f_before(pb, *xs), f_after(pa, *xs)), p_before, p_after, *xs)
-        out_before, out_after = both(p_before, p_after, *xs)
-        for a, b in zip(out_before, out_after):
-            worst = max(worst, error_stats(np.asarray(a), np.asarray(b))[2])
-    del both, p_before, p_after
+    for a, b in zip(out_before, out_after):
+        a, b = np.asarray(a), np.asarray(b)
+        for i in range(len(samples)):
+            worst = max(worst, error_stats(a[i], b[i])[2])
+    del program, args
     release_free_memory()
     return worst
+
+
+class _RegionProgram:
+    def __init__(self, tensors: tuple[list[Tensor], list[Tensor]], executable):
+        self.tensors = tensors
+        self.executable = executable
+
+    def params(self, side: int) -> list:
+        import jax
+        return jax.device_put([t.data for t in self.tensors[side]])
+
+    def compiled(self):
+        if hasattr(self.executable, "result"):
+            self.executable = self.executable.result()
+        return self.executable
+
+
+_REGION_LAYOUTS: dict[str, tuple[str, list[int], list[int]]] = {}
+
+
+def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
+                    size: int) -> _RegionProgram:
+    """The compiled (before, after) program of a region, found by structure or lowered."""
+    import jax
+    from .programs import STATS
+    from .segmented import structure_key
+    found = [structure_key(g.ops, frontier, observed, extra=("region", size)) for g in (before, after)]
+    key = None if None in found else found[0][0] + found[1][0]
+    layout = _REGION_LAYOUTS.get(key) if key else None
+    executable = PROGRAMS.find(layout[0]) if layout else None
+    if executable is not None:
+        STATS.reused_unlowered += 1
+        return _RegionProgram(([found[0][1][p] for p in layout[1]], [found[1][1][p] for p in layout[2]]), executable)
+    f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
+    f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
+    keys_before, keys_after = list(p_before), list(p_after)
+    del p_before, p_after
+    tensors = []
+    for g, param_keys in ((before, keys_before), (after, keys_after)):
+        by_key = {k: t for t, k in zip(g.tensors, _keys(g))}
+        tensors.append([by_key[k] for k in param_keys])
+
+    def both(flat_before, flat_after, *xs):
+        return (f_before(dict(zip(keys_before, flat_before)), *xs),
+                f_after(dict(zip(keys_after, flat_after)), *xs))
+
+    def aval(t: Tensor, batch: tuple = ()):
+        return jax.ShapeDtypeStruct((*batch, *t.shape), jax.dtypes.canonicalize_dtype(t.dtype))
+
+    avals = ([aval(t) for t in tensors[0]], [aval(t) for t in tensors[1]], *[aval(t, (size,)) for t in frontier])
+    lowered, program_key = PROGRAMS.lower(jax.vmap(both, in_axes=(None, None) + (0,) * len(frontier)), *avals)
+    if key:
+        positions = [{id(t): i for i, t in enumerate(found[side][1])} for side in (0, 1)]
+        _REGION_LAYOUTS[key] = (program_key, [positions[0][id(t)] for t in tensors[0]],
+                                [positions[1][id(t)] for t in tensors[1]])
+        if len(_REGION_LAYOUTS) > 4 * MAX_REGION_LAYOUTS:
+            _REGION_LAYOUTS.pop(next(iter(_REGION_LAYOUTS)))
+    return _RegionProgram((tensors[0], tensors[1]), PROGRAMS.compile_lowered(lowered, program_key))
+
+
+MAX_REGION_LAYOUTS = 512
+
+
+def _keys(graph: Graph) -> list[str]:
+    keys = tensor_keys(graph)
+    return [keys[id(t)] for t in graph.tensors]

@@ -484,3 +484,45 @@ def test_multiline_messages_are_joined(capsys, monkeypatch):
     monkeypatch.setattr(cli, "model_summary", multiline)
     code, _, err = call(capsys, "inspect", GOOD)
     assert_one_line_error(code, err, "first line second line")
+
+
+# -- data sets and scale-out arguments (tests/test_scale_out.py has the end-to-end checks) ------------------
+@pytest.mark.parametrize("layout", ["stacked", "in place of batch"])
+def test_run_over_samples_keeps_the_sample_axis(layout, tmp_path, capsys):
+    lower_or_skip()
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((3, 1, 4, 4, 2)).astype(np.float32)
+    ys = rng.standard_normal((3, 1, 4, 4, 3)).astype(np.float32)
+    if layout == "stacked":
+        np.savez(tmp_path / "in.npz", x=xs, y=ys)
+    else:
+        np.savez(tmp_path / "in.npz", x=xs[:, 0], y=ys[:, 0])
+    code, out, err = call(capsys, "run", GOOD, "--inputs", tmp_path / "in.npz", "-o", tmp_path / "out.npz")
+    assert code == 0 and err == "", err
+    assert out.splitlines()[0] == f"inputs: from {tmp_path / 'in.npz'} (3 samples)"
+    with np.load(tmp_path / "out.npz") as saved:
+        got = saved["out"]
+    assert got.shape == ((3, 1, 4, 4, 3) if layout == "stacked" else (3, 4, 4, 3))
+    for i in range(3):
+        (want,) = _reference(GOOD, {"x": xs[i], "y": ys[i]})
+        np.testing.assert_allclose(got[i].reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+def test_verify_samples_option_and_bad_distributed_environment(tmp_path, capsys, monkeypatch):
+    code, _, err = call(capsys, "verify", GOOD, GOOD, "--samples", "0")
+    assert_one_line_error(code, err, "--samples")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    code, _, err = call(capsys, "verify", GOOD, GOOD, "--distributed")
+    assert_one_line_error(code, err, "JAX_NUM_PROCESSES")
+
+
+def test_verify_json_counts_the_samples_of_a_dataset(tmp_path, capsys):
+    lower_or_skip()
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "in.npz", x=rng.standard_normal((5, 4, 4, 2)).astype(np.float32),
+             y=rng.standard_normal((5, 4, 4, 3)).astype(np.float32))
+    code, out, err = call(capsys, "verify", GOOD, GOOD, "--inputs", tmp_path / "in.npz", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["samples"] == 5 and report["ok"] and report["devices"] >= 1
+    assert {"p99_error", "worst_sample", "top1_agreement"} <= set(report["outputs"][0])

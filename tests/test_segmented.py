@@ -169,3 +169,26 @@ def test_compare_pairs_tensors_across_differently_ordered_graphs(monkeypatch):
     assert [op.outputs[0].name for op in a.main.ops] != [op.outputs[0].name for op in b.main.ops]
     report = compare(a, b, num_samples=2)
     assert report.ok and report.compared_tensors == 5 and report.max_rel_error < 1e-6
+
+
+def test_repeated_blocks_become_segments_of_the_same_structure():
+    """Cuts fall between residual blocks and a segment restarts where a block repeats, so a
+    stage's middle blocks are segments with one structure (one program for all of them)."""
+    graph = jaxfuse.load(MODELS / "resnet50v2_tiny.tflite").main
+    segments = segmented.plan_segments(graph)
+    assert [op for s in segments for op in s.ops] == graph.ops
+    assert all(len(s.ops) <= segmented.SEGMENT_MAX_OPS for s in segments)
+    keys = [segmented.structure_key(s.ops, s.inputs, [t for op in s.ops for t in op.outputs] + s.carry)[0]
+            for s in segments]
+    assert len(set(keys)) < len(keys)
+    for s in segments[1:]:
+        assert len([t for t in s.inputs if t not in graph.inputs]) == 1  # one tensor crosses each cut
+
+
+def test_batches_are_sharded_over_devices_when_there_are_several():
+    """A Placement over several devices shards the sample axis; over one it is plain."""
+    devices = jax.devices()
+    single = segmented.Placement(devices[:1])
+    assert single.mesh is None and len(single) == 1
+    x = single.put_batch(np.zeros((4, 2), np.float32))
+    assert x.devices() == {devices[0]}

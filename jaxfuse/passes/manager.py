@@ -24,8 +24,12 @@ import numpy as np
 from ..ir import Graph, Model, Op, Tensor
 from ..lowering import tensor_keys
 from .. import equivalence
+from ..progress import Silent, bar as progress_bar
 from ..memory import release_free_memory
 from ..numerics import random_input
+from ..programs import STATS
+from ..samples import as_sample_set
+from ..segmented import SegmentedRun
 from . import float16
 from .base import PASSES, Pass, Refusal, Rewrite
 
@@ -52,6 +56,7 @@ class OptimizationReport:
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
     float16: dict | None = None   # float16 weights: what was restored, kept as float32, rounded (lossy)
+    compilation: dict = field(default_factory=dict)  # XLA programs compiled / reused and seconds (programs.STATS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +89,11 @@ class OptimizationReport:
                              f"{f['lossy_samples']} sample(s))")
         lines.append(f"  ops: {self.ops_before} -> {self.ops_after}")
         lines.append(f"  largest error of any rewrite: {self.max_rewrite_error:.3g} of the tensor's scale")
+        if self.compilation:
+            c = self.compilation
+            loaded = f" ({c['loaded']} from the persistent cache)" if c.get("loaded") else ""
+            lines.append(f"  XLA programs: {c['compiled']} compiled{loaded} in {c['compile_seconds']:.2f}s, "
+                         f"{c['reused'] + c['reused_unlowered']} reused; lowering {c['lower_seconds']:.2f}s")
         if self.verification is not None:
             lines.append(f"  whole model: {self.verification.summary()}")
         elif not self.rewrites:
@@ -185,6 +195,7 @@ class _Optimizer:
         self.unsampled: list[str] = []  # tensors whose realistic sample could not be drawn
         self.rng = np.random.default_rng(seed)
         self.reports = {p.name: PassReport() for p in passes}
+        self.checks_bar = Silent()  # a progress bar while run() runs
         self.rewrites: list[dict] = []
         self.max_error = 0.0
 
@@ -264,6 +275,7 @@ class _Optimizer:
                 if (p.name, proposal.key) in failed:
                     continue
                 ok, error, why = self.try_rewrite(graph, proposal)
+                self.checks_bar.update(1)
                 if ok:
                     applied += 1
                     self.max_error = max(self.max_error, error)
@@ -281,11 +293,12 @@ class _Optimizer:
 
     def run(self) -> None:
         failed: dict = {}
-        for graph in self.model.graphs[:1]:  # passes work on the main graph (subgraphs are left as they are)
-            for _ in range(MAX_ROUNDS):
-                if sum(self.run_pass(graph, p, failed) for p in self.passes) == 0:
-                    break
-            graph.cleanup().toposort()
+        with progress_bar(None, "checking rewrites", "check") as self.checks_bar:
+            for graph in self.model.graphs[:1]:  # passes work on the main graph (subgraphs are left as they are)
+                for _ in range(MAX_ROUNDS):
+                    if sum(self.run_pass(graph, p, failed) for p in self.passes) == 0:
+                        break
+                graph.cleanup().toposort()
 
 
 def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[list[np.ndarray]] | None = None,
@@ -297,12 +310,15 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     passes: names or Pass instances, default: every exact pass (DEFAULT_PIPELINE).
     verify: compare the whole optimized model with the original at the end; a mismatch
     raises VerificationError (whose .report has the details).
-    inputs: samples for the whole-model check (default: `2` seeded random samples).
+    inputs: samples for the whole-model check (a list of samples or a jaxfuse.samples.SampleSet,
+    any number; default: `2` seeded random samples); the statistics the rewrite checks draw
+    their realistic samples from come from the first.
     float16 weights (DEQUANTIZE of float16 constants) are folded exactly, the fused ones
     stored as float32 (passes/float16.py); lossy_float16 rounds those to float16 after the
     exact check and measures what that changed (report.float16["lossy"]).
     """
     pass_list = resolve_passes(passes)
+    compiled_before = STATS.to_dict()
     timings = {}
     original = model
     model = model.copy()
@@ -315,13 +331,23 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
         pass_list = []
 
-    samples = inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed)
+    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
+                            original.main.inputs)
     float16_origins = float16.materialize(model.main) if pass_list else {}
+
+    # the statistics need every float tensor of the original, and so (on float models) does the final check:
+    # one set of programs serves both
+    reference_run = SegmentedRun(original.main, keep=_float_activations(original.main).__contains__)
+    # the first chunk of the final check, which the statistics run computes too (it uses only the first
+    # sample): then the check reuses the statistics run's programs, batch size included
+    chunk = equivalence.chunk_size(len(samples), 2 * reference_run.bytes_per_sample(),
+                                   reference_run.placement.devices[0].platform)
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
-        by_key = equivalence.activation_statistics(original.main, samples[0])
+        by_key = equivalence.activation_statistics(original.main, samples[0], run=reference_run,
+                                                   batch=samples.batch(0, chunk))
         keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
         timings["reference_run"] = time.perf_counter() - t
         return {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
@@ -337,7 +363,8 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     verification = None
     if verify and pass_list and optimizer.rewrites:
         t = time.perf_counter()
-        verification = equivalence.compare(original, model, samples, tolerance=tolerance)
+        verification = equivalence.compare(original, model, samples, tolerance=tolerance, chunk=chunk,
+                                           reference_run=reference_run)
         timings["whole_model_check"] = time.perf_counter() - t
     elif verify and pass_list:
         notes.append("no rewrite was applied: the model is unchanged, so there was nothing to compare")
@@ -354,11 +381,17 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
                           "lossy_max_abs_error": lossy.max_abs_error, "lossy_samples": lossy.samples}
     hist_after = model.op_histogram()
     report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
-                                optimizer.rewrites, optimizer.max_error, verification, timings, notes, float16_report)
+                                optimizer.rewrites, optimizer.max_error, verification, timings, notes, float16_report,
+                                STATS.since(compiled_before))
     if verification is not None and not verification.ok:
         raise equivalence.VerificationError(f"optimized model does not match the original: {verification.summary()}",
                                         report)
     return model, report
+
+
+def _float_activations(graph: Graph) -> set[str]:
+    keys = tensor_keys(graph)
+    return {keys[id(t)] for t in graph.tensors if not t.is_constant and t.dtype is not None and t.dtype.kind == "f"}
 
 
 class _RewriteInvalid(Exception):
