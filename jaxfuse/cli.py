@@ -698,6 +698,20 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
+def _failing_model(paths: list[str], models: list[Model]) -> str | None:
+    """The path of the first model whose lowering fails when traced on its input shapes."""
+    import jax
+
+    from .lowering import LoweringError, lower
+    for path, model in zip(paths, models):
+        try:
+            fn, params = lower(model)
+            jax.eval_shape(fn, params, *[jax.ShapeDtypeStruct(t.shape, t.dtype) for t in model.main.inputs])
+        except LoweringError:
+            return path
+    return None
+
+
 def _format_diff(d) -> str:
     if d.kind == "quantized":
         return (f"max {d.lsb_error:.3g} LSB, {d.within_1_lsb:.3%} of elements within 1 LSB, "
@@ -744,7 +758,8 @@ def _run_verify(args: argparse.Namespace) -> int:
                          num_samples=2 if args.samples is None else args.samples,
                          max_lsb=max_lsb, min_sqnr=args.min_sqnr)
     except LoweringError as e:
-        raise CLIError(f"cannot run the models: {e}") from None
+        raise CLIError(f"{_failing_model([args.model_a, args.model_b], [a, b]) or 'cannot run the models'}: {e}") \
+            from None
     except ValueError as e:  # incompatible inputs/outputs
         raise CLIError(f"{args.model_a} vs {args.model_b}: {e}") from None
     if not leader:  # every process holds the whole report; the first prints it

@@ -174,3 +174,29 @@ def test_optimize_reports_its_compilations():
     assert c["compiled"] > 0 and c["compile_seconds"] > 0 and c["lowered"] > 0
     assert c["reused"] + c["reused_unlowered"] > 0  # the whole-model check reruns the reference's programs
     assert "XLA programs:" in report.format_text()
+
+
+def test_float64_products_keep_ynnpack_fusions():
+    """A quantized model's exact integer products are float64 convolutions, which XLA CPU runs
+    fast only through YNNPACK: their programs keep its fusions, others have them off."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxfuse.lowering import fixed_point as fp
+    from jaxfuse.programs import CHECK_COMPILER_OPTIONS, effective_options
+
+    def conv(a, b):
+        return jax.lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "OHWI", "NHWC"))
+
+    def exact(x, w):
+        with fp.x64():
+            return fp.exact_integer_product(conv, x, w, 2.0 ** 40).astype(jnp.int32)
+
+    x, w = jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.int32), jax.ShapeDtypeStruct((3, 1, 1, 2), jnp.int32)
+    quantized = jax.jit(exact).lower(x, w).as_text()
+    floating = jax.jit(conv).lower(jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.float32),
+                                   jax.ShapeDtypeStruct((3, 1, 1, 2), jnp.float32)).as_text()
+    key = "xla_cpu_experimental_ynn_fusion_type"
+    assert key in CHECK_COMPILER_OPTIONS
+    assert key not in effective_options(quantized, CHECK_COMPILER_OPTIONS)
+    assert effective_options(floating, CHECK_COMPILER_OPTIONS) == CHECK_COMPILER_OPTIONS
