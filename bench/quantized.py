@@ -161,6 +161,13 @@ def tables(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_results(out_dir, header, results, args):
+    with open(os.path.join(out_dir, "quantized.json"), "w") as f:
+        json.dump({"machine": machine(), "header": header, "args": vars(args), "results": results}, f, indent=2)
+    with open(os.path.join(out_dir, "quantized.md"), "w") as f:
+        f.write(header + "\n\n" + tables(results) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="NAME")
@@ -174,19 +181,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = (f"Taken {started} on {machine()}; jax {__import__('jax').__version__}, ai-edge-quantizer static_wi8_ai8 "
+              f"calibrated on {args.calibration} seeded standard-normal samples, SQNR on {args.eval} others; "
+              f"{args.rounds} interleaved rounds per runtime on fresh instances (1 untimed inference, then the "
+              f"fastest of those filling {args.min_seconds:g} s); LiteRT with its default XNNPACK delegate.")
     results = []
     with tempfile.TemporaryDirectory(prefix="jaxfuse-qbench-") as tmp:
         for name in args.models:
             results.append(bench_model(name, ensure_model(name, args.model_dir, args.make_models_python), args, tmp))
             print(tables(results[-1:]), flush=True)
-    header = (f"Taken {started} on {machine()}; jax {__import__('jax').__version__}, ai-edge-quantizer static_wi8_ai8 "
-              f"calibrated on {args.calibration} seeded standard-normal samples, SQNR on {args.eval} others; "
-              f"{args.rounds} interleaved rounds per runtime on fresh instances (1 untimed inference, then the "
-              f"fastest of those filling {args.min_seconds:g} s); LiteRT with its default XNNPACK delegate.")
-    with open(os.path.join(args.out, "quantized.json"), "w") as f:
-        json.dump({"machine": machine(), "taken": started, "args": vars(args), "results": results}, f, indent=2)
-    with open(os.path.join(args.out, "quantized.md"), "w") as f:
-        f.write(header + "\n\n" + tables(results) + "\n")
+            write_results(args.out, header, results, args)  # after every model: a long run interrupted keeps its tables
     print(header)
     print(tables(results))
     return 0
