@@ -589,13 +589,9 @@ def convert(tf, model, s: Settings, quiet: bool = True) -> bytes:
                                   f"{detail}") from exc
 
 
-def inspect_flatbuffer(data: bytes) -> dict:
-    """Op histogram (first-appearance order) and buffer facts read from the file itself.
-
-    Uses the schema reader that ships with tensorflow (no extra dependency).
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-
+def read_op_histogram(schema, data: bytes) -> tuple:
+    """(the flatbuffer's Model, its op histogram in first-appearance order), read with a
+    generated schema module (tensorflow's or LiteRT's)."""
     model = schema.Model.GetRootAs(data, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
@@ -608,6 +604,17 @@ def inspect_flatbuffer(data: bytes) -> dict:
         sub = model.Subgraphs(g)
         for i in range(sub.OperatorsLength()):
             histogram[codes[sub.Operators(i).OpcodeIndex()]] += 1
+    return model, histogram
+
+
+def inspect_flatbuffer(data: bytes) -> dict:
+    """Op histogram (first-appearance order) and buffer facts read from the file itself.
+
+    Uses the schema reader that ships with tensorflow (no extra dependency).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model, histogram = read_op_histogram(schema, data)
     offset_buffers = 0
     for i in range(model.BuffersLength()):
         buf = model.Buffers(i)
@@ -674,6 +681,30 @@ def check_histogram(job: Job, histogram: dict) -> None:
 
 def format_histogram(h: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in h.items())
+
+
+def report_record(prog: str, rec: dict, out_dir: Path, detail: str, reference: str, max_bytes: int | None) -> bool:
+    """Print one model's record; False (after an error line) when it is a fixture over `max_bytes`."""
+    bn = rec["batch_norm"]
+    print(f"{out_dir / rec['file']}: {rec['size_bytes']:,} bytes, {rec['num_ops']} ops, "
+          f"input {rec['input_shape']}{detail}")
+    print(f"  ops: {format_histogram(rec['op_histogram'])}")
+    print(f"  batch norm: {bn['layers']} layers, {bn['channels']} channels, "
+          f"{bn['negative_gamma']} negative and {bn['zero_gamma']} zero gammas; "
+          f"vs {reference} {rec['check'][f'relative_error_vs_{reference}']:.1e} of output scale")
+    if max_bytes is not None and rec["size_bytes"] > max_bytes:
+        print(f"{prog}: error: fixture {rec['file']} exceeds {max_bytes:,} bytes", file=sys.stderr)
+        return False
+    return True
+
+
+def report_total(prog: str, total: int, count: int, max_bytes: int | None) -> bool:
+    """Print the total; False (after an error line) when a fixture set is over `max_bytes`."""
+    print(f"total: {total:,} bytes in {count} model(s)")
+    if max_bytes is not None and total > max_bytes:
+        print(f"{prog}: error: fixture set exceeds {max_bytes:,} bytes", file=sys.stderr)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------
@@ -887,23 +918,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 1
         total += rec["size_bytes"]
-        bn = rec["batch_norm"]
-        print(f"{out_dir / rec['file']}: {rec['size_bytes']:,} bytes, {rec['num_ops']} ops, "
-              f"input {rec['input_shape']}, offset buffers {rec['offset_buffers']}")
-        print(f"  ops: {format_histogram(rec['op_histogram'])}")
-        print(f"  batch norm: {bn['layers']} layers, {bn['channels']} channels, "
-              f"{bn['negative_gamma']} negative and {bn['zero_gamma']} zero gammas; "
-              f"vs keras {rec['check']['relative_error_vs_keras']:.1e} of output scale")
-        if args.all_fixtures and rec["size_bytes"] > FIXTURE_MAX_BYTES:
-            print(f"{PROG}: error: fixture {rec['file']} exceeds {FIXTURE_MAX_BYTES:,} bytes",
-                  file=sys.stderr)
+        if not report_record(PROG, rec, out_dir, f", offset buffers {rec['offset_buffers']}", "keras",
+                             FIXTURE_MAX_BYTES if args.all_fixtures else None):
             return 1
-    print(f"total: {total:,} bytes in {len(jobs)} model(s)")
-    if args.all_fixtures and total > FIXTURE_SET_MAX_BYTES:
-        print(f"{PROG}: error: fixture set exceeds {FIXTURE_SET_MAX_BYTES:,} bytes",
-              file=sys.stderr)
-        return 1
-    return 0
+    return 0 if report_total(PROG, total, len(jobs), FIXTURE_SET_MAX_BYTES if args.all_fixtures else None) else 1
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -65,8 +64,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_models import (_count, captured_output, format_histogram, fraction,  # noqa: E402
-                         positive_int)
+from make_models import (_count, captured_output, format_histogram, fraction, positive_int,  # noqa: E402
+                         read_op_histogram, report_record, report_total)
 
 PROG = "make_torch_models.py"
 TORCH_HINT = ("install a CPU-only torch, then the torch extra (pip install .[torch]) and for "
@@ -465,18 +464,7 @@ def inspect_flatbuffer(data: bytes) -> dict:
     """Op histogram (first-appearance order) read from the file with LiteRT's schema."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(data, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        codes.append(names.get(code, f"CODE_{code}"))
-    histogram: Counter = Counter()
-    for g in range(model.SubgraphsLength()):
-        sub = model.Subgraphs(g)
-        for i in range(sub.OperatorsLength()):
-            histogram[codes[sub.Operators(i).OpcodeIndex()]] += 1
+    model, histogram = read_op_histogram(schema, data)
     metadata = [model.Metadata(i).Name().decode() for i in range(model.MetadataLength())]
     return {"num_ops": sum(histogram.values()), "op_histogram": dict(histogram),
             "subgraphs": model.SubgraphsLength(), "buffers": model.BuffersLength(),
@@ -720,23 +708,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 1
         total += rec["size_bytes"]
-        bn = rec["batch_norm"]
-        print(f"{out_dir / rec['file']}: {rec['size_bytes']:,} bytes, {rec['num_ops']} ops, "
-              f"input {rec['input_shape']} ({rec['input_layout']}), {rec['converter']}")
-        print(f"  ops: {format_histogram(rec['op_histogram'])}")
-        print(f"  batch norm: {bn['layers']} layers, {bn['channels']} channels, "
-              f"{bn['negative_gamma']} negative and {bn['zero_gamma']} zero gammas; "
-              f"vs torch {rec['check']['relative_error_vs_torch']:.1e} of output scale")
-        if args.all_fixtures and rec["size_bytes"] > FIXTURE_MAX_BYTES:
-            print(f"{PROG}: error: fixture {rec['file']} exceeds {FIXTURE_MAX_BYTES:,} bytes",
-                  file=sys.stderr)
+        if not report_record(PROG, rec, out_dir, f" ({rec['input_layout']}), {rec['converter']}", "torch",
+                             FIXTURE_MAX_BYTES if args.all_fixtures else None):
             return 1
-    print(f"total: {total:,} bytes in {len(jobs)} model(s)")
-    if args.all_fixtures and total > FIXTURE_SET_MAX_BYTES:
-        print(f"{PROG}: error: fixture set exceeds {FIXTURE_SET_MAX_BYTES:,} bytes",
-              file=sys.stderr)
-        return 1
-    return 0
+    return 0 if report_total(PROG, total, len(jobs), FIXTURE_SET_MAX_BYTES if args.all_fixtures else None) else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from jaxfuse.builder import ModelBuilder, quantization
 from jaxfuse.numerics import random_inputs
 from jaxfuse.passes import DEFAULT_PIPELINE, PASSES, Refusal, optimize
 from reference import relative_error, requires_onert, run_litert, run_onert
+from test_passes_post import graph_signature, op_types
+from test_passes_post import random_inputs as inputs_for
 
 NAME = "canonicalize_scale_shift"
 NONE, RELU, RELU_N1_TO_1, RELU6, TANH = 0, 1, 2, 3, 4
@@ -67,23 +69,6 @@ def chain_model(steps, *, seed=0, after=None, conv_first=False):
         y = b.op(after, [y], name="after")
     b.output(y)
     return b.build()
-
-
-def op_types(model):
-    return [op.type for op in model.main.ops]
-
-
-def graph_signature(model):
-    g = model.main
-    return [(op.type, sorted(op.options.items()),
-             [None if t is None else (t.name, tuple(t.shape), t.data.tobytes() if t.is_constant else None)
-              for t in op.inputs],
-             [t.name for t in op.outputs]) for op in g.ops], [t.name for t in g.outputs]
-
-
-def inputs_for(model, seed=1):
-    rng = np.random.default_rng(seed)
-    return [f32(rng.standard_normal(t.shape)) for t in model.main.inputs]
 
 
 def assert_same_in_litert(original, optimized, tmp_path):

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,7 +27,7 @@ from jaxfuse.lowering import lower_graph, tensor_keys
 from jaxfuse.numerics import dequantize, random_inputs
 from jaxfuse.schema import TENSOR_TYPES
 from quantized import LSB_MAX, LSB_SHARE, QIn, lsb_report, quantized_op, run_both
-from reference import OnertCrash, requires_onert, run_litert, run_onert
+from reference import OnertCrash, onert_reason, requires_onert, run_litert, run_onert
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
@@ -175,16 +174,6 @@ def test_int16_add_rounds_once_in_vector_blocks(save_model):
 
 
 # -- onert -------------------------------------------------------------------------------------------
-
-def onert_reason(path: Path, inputs: list[np.ndarray], tmp_path: Path) -> str:
-    """The line of onert's log that says why it failed (OnertCrash keeps only the last one)."""
-    np.savez(tmp_path / "in.npz", *inputs)
-    proc = subprocess.run([sys.executable, "-m", "jaxfuse.engines", str(path), str(tmp_path / "in.npz"),
-                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
-    lines = [line.strip() for line in proc.stderr.splitlines()
-             if "Error during" in line or "Fail to load" in line or "nsupported" in line]
-    return lines[0] if lines else (proc.stderr.strip().splitlines() or ["no message"])[-1]
-
 
 def check_onert(path: Path, model, tmp_path: Path, what: str):
     inputs = random_inputs(model.main, 1, 0)[0]

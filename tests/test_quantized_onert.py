@@ -11,20 +11,17 @@ clamps negative values to zero. Where onert refuses an op the test is skipped wi
 onert's own words; where it runs it, jaxfuse must agree within the LSB rule: bit for bit
 except uint8 RESIZE_BILINEAR and MEAN, where onert's kernels round some elements the other
 way from LiteRT's (which jaxfuse matches bit for bit) and stay within 1 LSB."""
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
 
 import jaxfuse
 from jaxfuse.ir import Op, OpCode, Tensor
-from jaxfuse.schema import BUILTIN_CODES, DTYPE_TO_TENSOR_TYPE, option_defaults
 from jaxfuse.lowering import lower
+from jaxfuse.schema import BUILTIN_CODES, DTYPE_TO_TENSOR_TYPE, option_defaults
 from quantized import LSB_MAX, LSB_SHARE, QIn, lsb_report, quantized_op, random_q
-from reference import OnertCrash, requires_onert, run_onert
-from test_lower_quantized_nn import FAMILIES, SAME, VALID, RELU, RELU6, layer
+from reference import OnertCrash, onert_reason, requires_onert, run_onert
+from test_lower_quantized_nn import FAMILIES, RELU, RELU6, SAME, VALID, layer
 
 pytestmark = requires_onert
 
@@ -57,16 +54,6 @@ def with_float_boundary(model, feeds):
     graph.inputs, graph.outputs = new_inputs, new_outputs
     model.signatures = []
     return model, float_feeds
-
-
-def onert_reason(path, feeds, tmp_path) -> str:
-    """onert's own line saying why it failed (OnertCrash keeps only the last line of its log)."""
-    np.savez(tmp_path / "in.npz", *feeds)
-    proc = subprocess.run([sys.executable, "-m", "jaxfuse.engines", str(path), str(tmp_path / "in.npz"),
-                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
-    lines = [line.strip() for line in proc.stderr.splitlines()
-             if "Error during" in line or "Fail to load" in line or "nsupported" in line]
-    return lines[0] if lines else "no message"
 
 
 def assert_matches_onert(model, feeds, tmp_path, out_scale=None):

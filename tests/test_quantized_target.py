@@ -9,8 +9,9 @@ import pytest
 
 import jaxfuse
 from jaxfuse import cli
+from jaxfuse.builder import ModelBuilder
 from jaxfuse.quantized_target import Candidate, choose, optimize_for_quantization
-from test_preactivation import BETA, GAMMA, residual_block_model
+from test_preactivation import BETA, GAMMA, batchnorm, conv, residual_block_model
 
 requires_quantizer = pytest.mark.skipif(find_spec("ai_edge_quantizer") is None,
                                         reason="ai-edge-quantizer is not installed (pip install 'jaxfuse[quantize]')")
@@ -102,3 +103,30 @@ def test_float_target_says_when_its_relu_ops_would_slow_int8(tmp_path, capsys, s
     nothing = save_model(residual_block_model(GAMMA, BETA, shortcut="none"), "n.tflite")  # the ReLU fuses
     assert cli.main(["optimize", str(nothing), "-o", str(tmp_path / "n.tflite")]) == 0
     assert "RELU ops of their own" not in capsys.readouterr().out
+
+
+def concatenated_block_model():
+    """x -> two convs -> CONCATENATION -> BN -> ReLU -> conv -> MEAN -> FC: a DenseNet-style pre-activation
+    batch norm whose shift cannot move backward (it stops at the concatenation), whose scale can."""
+    rng = np.random.default_rng(3)
+    b = ModelBuilder()
+    x = b.input("input", [1, 8, 8, 3])
+    left, right = conv(b, x, 4, rng=rng, name="left"), conv(b, x, 4, rng=rng, name="right")
+    joined = b.op("CONCATENATION", [left, right], {"axis": 3})
+    y = batchnorm(b, joined, np.linspace(0.5, 1.5, 8), np.linspace(-0.4, 0.4, 8), 1)
+    z = conv(b, y, 6, k=3, act=1, rng=rng, name="after")
+    mean = b.op("MEAN", [z, b.const("axes", np.array([1, 2], np.int32))])
+    b.output(b.op("FULLY_CONNECTED", [mean, b.const("fc_w", rng.standard_normal((5, 6)).astype(np.float32)), None]))
+    return b.build()
+
+
+@requires_quantizer
+def test_a_fold_that_moves_nothing_is_not_a_candidate_of_its_own():
+    model = concatenated_block_model()
+    samples = calibration(model)
+    _, _, selection = optimize_for_quantization(model, samples, samples, max_loss=0.3)
+    by_name = {c.name: c for c in selection.candidates}
+    assert "shift" not in by_name  # the shift-only fold is the unfused model here
+    assert {"full", "scale", "none"} <= set(by_name)
+    assert by_name["scale"].preactivation_fused == 1 and by_name["scale"].ops < by_name["none"].ops
+    assert selection.chosen in by_name
