@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 import pytest
 
 from jaxfuse.engines import (ONERT_AVAILABLE, OnertCrash, litert_interpreter, logits_copy,  # noqa: F401
