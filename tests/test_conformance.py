@@ -8,7 +8,7 @@ import pytest
 
 import jaxfuse
 from jaxfuse.numerics import random_inputs
-from reference import OnertCrash, logits_copy, relative_error, requires_onert, run_litert, run_onert
+from reference import logits_copy, relative_error, requires_onert, run_litert, run_onert, run_onert_or_skip
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 FIXTURES = sorted(MODELS.glob("*.tflite"))
@@ -40,10 +40,7 @@ def test_jax_matches_onert(path, tmp_path):
     logits = logits_copy(model)
     jaxfuse.save(logits, tmp_path / "logits.circle")
     x = random_inputs(model.main, 1, 0)[0]
-    try:
-        reference = run_onert(path, x)
-    except OnertCrash as e:
-        pytest.skip(f"onert 0.1.0 cannot run this model ({', '.join(sorted(model.op_histogram()))}): {e}")
+    reference = run_onert_or_skip(path, x, f"this model ({', '.join(sorted(model.op_histogram()))})")
     for ours, ref in zip(jax_outputs(model, x), reference):
         assert relative_error(ours, ref) <= TOLERANCE
     for ours, ref in zip(jax_outputs(logits, x), run_onert(tmp_path / "logits.circle", x)):

@@ -8,7 +8,7 @@ import pytest
 import jaxfuse
 from jaxfuse.io import ModelError, read_bytes, to_bytes
 from jaxfuse.numerics import random_inputs
-from reference import OnertCrash, requires_onert, run_litert, run_onert
+from reference import requires_onert, run_litert, run_onert, run_onert_or_skip
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 FIXTURES = sorted(MODELS.glob("*.tflite"))
@@ -117,10 +117,7 @@ def test_written_tflite_runs_in_litert_like_the_original(path, tmp_path):
 def test_written_files_run_in_onert_like_the_original(path, tmp_path):
     model = jaxfuse.load(path)
     x = random_inputs(model.main, 1, 3)[0]
-    try:
-        expected = run_onert(path, x)
-    except OnertCrash as e:
-        pytest.skip(f"onert cannot run the converter's original either ({model.op_histogram()}): {e}")
+    expected = run_onert_or_skip(path, x, f"the converter's original either ({model.op_histogram()})")
     for ext in (".circle", ".tflite"):
         jaxfuse.save(model, tmp_path / f"copy{ext}")
         for a, b in zip(run_onert(tmp_path / f"copy{ext}", x), expected):

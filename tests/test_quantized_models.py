@@ -27,7 +27,7 @@ from jaxfuse.lowering import lower_graph, tensor_keys
 from jaxfuse.numerics import dequantize, random_inputs
 from jaxfuse.schema import TENSOR_TYPES
 from quantized import LSB_MAX, LSB_SHARE, QIn, lsb_report, quantized_op, run_both
-from reference import OnertCrash, onert_reason, requires_onert, run_litert, run_onert
+from reference import requires_onert, run_litert, run_onert_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
@@ -175,12 +175,9 @@ def test_int16_add_rounds_once_in_vector_blocks(save_model):
 
 # -- onert -------------------------------------------------------------------------------------------
 
-def check_onert(path: Path, model, tmp_path: Path, what: str):
+def check_onert(path: Path, model, what: str):
     inputs = random_inputs(model.main, 1, 0)[0]
-    try:
-        theirs = run_onert(path, inputs)
-    except OnertCrash:
-        pytest.skip(f"onert 0.1.0 cannot run {what}: {onert_reason(path, inputs, tmp_path)}")
+    theirs = run_onert_or_skip(path, inputs, what)
     fn, params = jaxfuse.lower(model)
     ours = [np.asarray(y) for y in jax.jit(fn)(params, *inputs)]
     assert len(ours) == len(theirs)
@@ -193,7 +190,7 @@ def check_onert(path: Path, model, tmp_path: Path, what: str):
 @requires_onert
 @pytest.mark.parametrize("name", FIXTURES)
 def test_onert_whole_fixture(name, tmp_path):
-    check_onert(path_of(name), jaxfuse.load(path_of(name)), tmp_path, name)
+    check_onert(path_of(name), jaxfuse.load(path_of(name)), name)
 
 
 @requires_onert
@@ -207,7 +204,7 @@ def test_onert_body_before_the_pooling_head(name, tmp_path):
     model.signatures = []
     graph.cleanup()
     jaxfuse.save(model, tmp_path / "body.circle")
-    check_onert(tmp_path / "body.circle", model, tmp_path, f"{name} up to its MEAN ({len(graph.ops)} ops)")
+    check_onert(tmp_path / "body.circle", model, f"{name} up to its MEAN ({len(graph.ops)} ops)")
 
 
 # -- jaxfuse run and verify ------------------------------------------------------------------------

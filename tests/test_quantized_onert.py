@@ -20,7 +20,7 @@ from jaxfuse.ir import Op, OpCode, Tensor
 from jaxfuse.lowering import lower
 from jaxfuse.schema import BUILTIN_CODES, DTYPE_TO_TENSOR_TYPE, option_defaults
 from quantized import LSB_MAX, LSB_SHARE, QIn, lsb_report, quantized_op, random_q
-from reference import OnertCrash, onert_reason, requires_onert, run_onert
+from reference import requires_onert, run_onert_or_skip
 from test_lower_quantized_nn import FAMILIES, RELU, RELU6, SAME, VALID, layer
 
 pytestmark = requires_onert
@@ -60,10 +60,7 @@ def assert_matches_onert(model, feeds, tmp_path, out_scale=None):
     """JAX and onert agree within the LSB rule; float outputs are compared in steps of `out_scale`."""
     path = tmp_path / "model.circle"
     jaxfuse.save(model, path)
-    try:
-        theirs = run_onert(path, feeds, timeout=120)
-    except OnertCrash:
-        pytest.skip(f"onert 0.1.0 cannot run it: {onert_reason(path, feeds, tmp_path)}")
+    theirs = run_onert_or_skip(path, feeds, "it")
     fn, params = lower(jaxfuse.load(path))
     ours = [np.asarray(y) for y in jax.jit(fn)(params, *feeds)]
     assert len(ours) == len(theirs)

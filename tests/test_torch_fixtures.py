@@ -25,7 +25,7 @@ import pytest
 
 import jaxfuse
 from jaxfuse.numerics import random_inputs
-from reference import OnertCrash, relative_error, requires_onert, run_litert, run_onert
+from reference import relative_error, requires_onert, run_litert, run_onert_or_skip
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MODELS = EXAMPLES / "models"
@@ -227,10 +227,7 @@ def test_jax_matches_onert(stem):
     path = path_of(stem)
     model = jaxfuse.load(path)
     x = random_inputs(model.main, 1, 0)[0]
-    try:
-        reference = run_onert(path, x)
-    except OnertCrash as e:
-        pytest.skip(f"onert 0.1.0 cannot run this model ({', '.join(sorted(model.op_histogram()))}): {e}")
+    reference = run_onert_or_skip(path, x, f"this model ({', '.join(sorted(model.op_histogram()))})")
     for ours, ref in zip(jax_outputs(model, x), reference):
         assert relative_error(ours, ref) <= TOLERANCE
 
