@@ -851,11 +851,18 @@ def jobs_from_args(p: argparse.ArgumentParser, args) -> tuple[list[Job], Path]:
                         zero_gamma_fraction=args.zero_gamma_fraction,
                         float16=args.float16, buffer_offsets=args.buffer_offsets,
                         logits=args.logits, input_size=args.input_size)
+    return checked_jobs(p, args, settings, settings != Settings(), FIXTURE_SET, DEFAULT_FIXTURE_DIR,
+                        resolve_model_name, lambda name: Job(name, settings, args.name or default_stem(name, settings)))
+
+
+def checked_jobs(p: argparse.ArgumentParser, args, settings, settings_given: bool, fixture_set, fixture_dir: Path,
+                 resolve: Callable[[str], str], job_for: Callable[[str], object]) -> tuple[list, Path]:
+    """The jobs the arguments ask for (both scripts' rules); usage errors exit via p.error (status 2)."""
     if args.all_fixtures:
-        if args.models or args.name or settings != Settings():
+        if args.models or args.name or settings_given:
             p.error("--all-fixtures takes no MODEL, --name or model settings; it uses "
                     "the fixed settings of the committed set")
-        return list(FIXTURE_SET), args.out_dir or DEFAULT_FIXTURE_DIR
+        return list(fixture_set), args.out_dir or fixture_dir
     if not args.models:
         p.error("give at least one MODEL, --all-fixtures or --list")
     if args.out_dir is None:
@@ -865,10 +872,10 @@ def jobs_from_args(p: argparse.ArgumentParser, args) -> tuple[list[Job], Path]:
     if settings.negative_gamma_fraction + settings.zero_gamma_fraction > 1.0:
         p.error("--negative-gamma-fraction plus --zero-gamma-fraction exceeds 1")
     try:
-        names = [resolve_model_name(m) for m in args.models]
+        names = [resolve(m) for m in args.models]
     except ValueError as exc:
         p.error(str(exc))
-    jobs = [Job(n, settings, args.name or default_stem(n, settings)) for n in names]
+    jobs = [job_for(n) for n in names]
     stems = [j.stem for j in jobs]
     if len(set(stems)) != len(stems):
         p.error("two models would be written to the same file")

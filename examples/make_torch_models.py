@@ -64,8 +64,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_models import (_count, captured_output, format_histogram, fraction, positive_int,  # noqa: E402
-                         read_op_histogram, report_record, report_total)
+from make_models import (_count, captured_output, checked_jobs, format_histogram, fraction,  # noqa: E402
+                         positive_int, read_op_histogram, report_record, report_total)
 
 PROG = "make_torch_models.py"
 TORCH_HINT = ("install a CPU-only torch, then the torch extra (pip install .[torch]) and for "
@@ -664,28 +664,8 @@ def jobs_from_args(p: argparse.ArgumentParser, args) -> tuple[list[Job], Path]:
                         negative_gamma_fraction=args.negative_gamma_fraction,
                         zero_gamma_fraction=args.zero_gamma_fraction,
                         input_size=args.input_size)
-    if args.all_fixtures:
-        if args.models or args.name or settings != Settings():
-            p.error("--all-fixtures takes no MODEL, --name, --converter or model settings; "
-                    "it uses the fixed settings of the committed set")
-        return list(FIXTURE_SET), args.out_dir or DEFAULT_FIXTURE_DIR
-    if not args.models:
-        p.error("give at least one MODEL, --all-fixtures or --list")
-    if args.out_dir is None:
-        p.error("--out-dir is required")
-    if args.name and len(args.models) != 1:
-        p.error("--name needs exactly one MODEL")
-    if settings.negative_gamma_fraction + settings.zero_gamma_fraction > 1.0:
-        p.error("--negative-gamma-fraction plus --zero-gamma-fraction exceeds 1")
-    try:
-        names = [resolve_model_name(m) for m in args.models]
-    except ValueError as exc:
-        p.error(str(exc))
-    jobs = [Job(n, settings, args.name or default_stem(n, settings)) for n in names]
-    stems = [j.stem for j in jobs]
-    if len(set(stems)) != len(stems):
-        p.error("two models would be written to the same file")
-    return jobs, args.out_dir
+    return checked_jobs(p, args, settings, settings != Settings(), FIXTURE_SET, DEFAULT_FIXTURE_DIR,
+                        resolve_model_name, lambda name: Job(name, settings, args.name or default_stem(name, settings)))
 
 
 def main(argv: list[str] | None = None) -> int:
