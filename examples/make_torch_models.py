@@ -64,8 +64,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_models import (_count, captured_output, checked_jobs, format_histogram, fraction,  # noqa: E402
-                         positive_int, read_op_histogram, report_record, report_total)
+from make_models import (GenerationError, Job, _count, captured_output, checked_jobs, format_histogram,  # noqa: E402
+                         fraction, positive_int, read_op_histogram, report_record, report_total)
 
 PROG = "make_torch_models.py"
 TORCH_HINT = ("install a CPU-only torch, then the torch extra (pip install .[torch]) and for "
@@ -152,15 +152,6 @@ class Settings:
     input_size: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One model to build, convert and write as ``<stem>.tflite`` + ``<stem>.json``."""
-
-    model: str
-    settings: Settings
-    stem: str
-
-
 def default_stem(model: str, s: Settings) -> str:
     """<model>[_<input size>]_<converter tag>[_mixed] (mixed: negative or zero gammas)."""
     stem = model
@@ -185,10 +176,6 @@ FIXTURE_SET = (
     _fixture_job("preact3_tiny", "litert-torch", negative_gamma_fraction=0.05),
     _fixture_job("preact3_tiny", "onnx2tf", negative_gamma_fraction=0.05),
 )
-
-
-class GenerationError(Exception):
-    """A model could not be built, converted or verified (message is one line)."""
 
 
 def _first_line(exc: BaseException) -> str:
