@@ -526,6 +526,22 @@ def _count(rng, fraction: float, channels: int) -> int:
     return min(channels, math.floor(fraction * channels + rng.uniform()))
 
 
+def draw_batch_norm(rng, n: int, s) -> tuple:
+    """(gamma, beta, mean, var, negated count, zeroed count) of one n-channel batch norm, drawn
+    in a fixed order (the committed fixtures depend on it); zeroed and negated channels are
+    disjoint."""
+    gamma = rng.uniform(0.5, 1.5, n)
+    beta = rng.normal(0.0, 0.5, n)
+    mean = rng.normal(0.0, 0.5, n)
+    var = rng.uniform(0.5, 2.0, n)
+    order = rng.permutation(n)
+    n_zero = _count(rng, s.zero_gamma_fraction, n)
+    n_neg = min(n - n_zero, _count(rng, s.negative_gamma_fraction, n))
+    gamma[order[:n_zero]] = 0.0
+    gamma[order[n_zero:n_zero + n_neg]] *= -1.0
+    return gamma, beta, mean, var, n_neg, n_zero
+
+
 def randomize_batch_norms(keras, model, s: Settings) -> dict:
     """Give every BatchNormalization layer random statistics; return counts.
 
@@ -541,15 +557,7 @@ def randomize_batch_norms(keras, model, s: Settings) -> dict:
             continue
         shape = tuple(layer.moving_mean.shape)
         n = int(np.prod(shape))
-        gamma = rng.uniform(0.5, 1.5, n)
-        beta = rng.normal(0.0, 0.5, n)
-        mean = rng.normal(0.0, 0.5, n)
-        var = rng.uniform(0.5, 2.0, n)
-        order = rng.permutation(n)
-        n_zero = _count(rng, s.zero_gamma_fraction, n)
-        n_neg = min(n - n_zero, _count(rng, s.negative_gamma_fraction, n))
-        gamma[order[:n_zero]] = 0.0
-        gamma[order[n_zero:n_zero + n_neg]] *= -1.0
+        gamma, beta, mean, var, n_neg, n_zero = draw_batch_norm(rng, n, s)
         if layer.gamma is not None:
             layer.gamma.assign(gamma.reshape(shape).astype("float32"))
         if layer.beta is not None:

@@ -64,8 +64,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_models import (GenerationError, Job, _count, captured_output, checked_jobs, format_histogram,  # noqa: E402
-                         fraction, positive_int, read_op_histogram, report_record, report_total)
+from make_models import (GenerationError, Job, captured_output, checked_jobs, draw_batch_norm,  # noqa: E402
+                         format_histogram, fraction, positive_int, read_op_histogram, report_record,
+                         report_total)
 
 PROG = "make_torch_models.py"
 TORCH_HINT = ("install a CPU-only torch, then the torch extra (pip install .[torch]) and for "
@@ -325,15 +326,7 @@ def randomize_batch_norms(torch, model, s: Settings) -> dict:
         if not isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
             continue
         n = layer.num_features
-        gamma = rng.uniform(0.5, 1.5, n)
-        beta = rng.normal(0.0, 0.5, n)
-        mean = rng.normal(0.0, 0.5, n)
-        var = rng.uniform(0.5, 2.0, n)
-        order = rng.permutation(n)
-        n_zero = _count(rng, s.zero_gamma_fraction, n)
-        n_neg = min(n - n_zero, _count(rng, s.negative_gamma_fraction, n))
-        gamma[order[:n_zero]] = 0.0
-        gamma[order[n_zero:n_zero + n_neg]] *= -1.0
+        gamma, beta, mean, var, n_neg, n_zero = draw_batch_norm(rng, n, s)
         with torch.no_grad():
             if layer.weight is not None:
                 layer.weight.copy_(torch.from_numpy(gamma.astype("float32")))
