@@ -4,6 +4,8 @@ all checks on), split into its phases.
     python bench/optimize_profile.py MODEL.tflite OUT.circle   # prints one JSON object
     python bench/optimize_profile.py --models tiny ResNet50V2 ResNet101V2 \\
         --model-dir /work/models --tree before=/tmp/jaxfuse-before --out bench/results
+    python bench/optimize_profile.py --models ResNet50V2 --rounds 7 \\
+        --tree before=/tmp/jaxfuse-before --tree control=/tmp/jaxfuse-before   # ratios, A/A control
 
 The command runs in a child process (jaxfuse.cli.main, what the console script runs),
 which reports its own peak RSS (VmHWM; wait4's ru_maxrss would also count the parent's
@@ -18,11 +20,18 @@ compilation (jit programs, checks, and the small programs eager operations compi
 its seconds, the seconds spent tracing to jaxprs and lowering to MLIR, and persistent-cache
 hits. This works on any version of jaxfuse, so `--tree NAME=DIR` profiles another source
 tree (e.g. `git archive HEAD | tar -x -C DIR` before a change) in the same run, on the same
-models, alternating with the current tree.
+models, alternating with the current tree. With --rounds, every round runs each tree once
+(in an order that rotates from round to round), and a second table gives each tree's
+median wall time and the median of its per-round ratios to the first tree, with a 95%
+bootstrap interval: naming one tree twice is the A/A control that shows the noise.
+
+Every tree runs from bytecode compiled beforehand (under a temporary PYTHONPYCACHEPREFIX),
+as an installed package does, so no run pays for compiling jaxfuse's Python source.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -66,8 +75,12 @@ print("PROFILE", json.dumps({"counts": counts, "in_process_s": time.perf_counter
 """ + REPORT_PEAK + "\nsys.exit(code)"
 
 
-def _child_env(tree: str | None, cache_dir: str | None) -> dict:
+def _child_env(tree: str | None, cache_dir: str | None, extra_env: dict | None = None) -> dict:
     env = dict(os.environ)
+    if extra_env:
+        env.update(extra_env)
+        if "PYTHONPYCACHEPREFIX" in extra_env:  # read (and write) the bytecode there
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
     if tree is not None:
         env["PYTHONPATH"] = tree + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if cache_dir is not None:
@@ -76,11 +89,12 @@ def _child_env(tree: str | None, cache_dir: str | None) -> dict:
     return env
 
 
-def run_child(code: str, *args: str, tree: str | None = None, cache_dir: str | None = None) -> tuple[str, float]:
+def run_child(code: str, *args: str, tree: str | None = None, cache_dir: str | None = None,
+              extra_env: dict | None = None) -> tuple[str, float]:
     """Run `python -c code args` to completion (it must exit 0): (stdout, wall seconds)."""
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=_child_env(tree, cache_dir), cwd=tree or None)
+                          env=_child_env(tree, cache_dir, extra_env), cwd=tree or None)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args) or code} failed: {proc.stderr[-2000:]}")
@@ -91,20 +105,21 @@ def _peak_mb(stdout: str) -> float:
     return int(stdout.split("VmHWM")[-1]) / 1024  # kB
 
 
-def peak_rss_mb(code: str, *args: str, tree: str | None = None) -> float:
+def peak_rss_mb(code: str, *args: str, tree: str | None = None, extra_env: dict | None = None) -> float:
     """Run `python -c code args` to completion (it must exit 0); its peak resident set in MB."""
-    return _peak_mb(run_child(code, *args, tree=tree)[0])
+    return _peak_mb(run_child(code, *args, tree=tree, extra_env=extra_env)[0])
 
 
-def main(model_path: str, out_path: str, tree: str | None = None, baseline: float | None = None) -> dict:
+def main(model_path: str, out_path: str, tree: str | None = None, baseline: float | None = None,
+         extra_env: dict | None = None) -> dict:
     """Profile one `jaxfuse optimize MODEL -o OUT` with an empty compilation cache; `tree`
     is the source tree to import jaxfuse from (default: the installed one)."""
-    baseline = peak_rss_mb(BASELINE, tree=tree) if baseline is None else baseline
+    baseline = peak_rss_mb(BASELINE, tree=tree, extra_env=extra_env) if baseline is None else baseline
     with tempfile.TemporaryDirectory() as tmp:
         report_path = os.path.join(tmp, "report.json")
         cache_dir = os.path.join(tmp, "cache")
         stdout, wall = run_child(COMMAND, "optimize", os.path.abspath(model_path), "-o", os.path.abspath(out_path),
-                                 "--report", report_path, tree=tree, cache_dir=cache_dir)
+                                 "--report", report_path, tree=tree, cache_dir=cache_dir, extra_env=extra_env)
         with open(report_path) as f:
             report = json.load(f)
     peak = _peak_mb(stdout)
@@ -165,6 +180,36 @@ def table(results: list[dict], trees: list[str]) -> str:
     return "\n".join(lines + ([""] + extra if extra else []))
 
 
+def ratio_table(results: list[dict], trees: list[str], baseline: str) -> str:
+    """Per model and tree: the median command wall time over the rounds and its ratio to
+    `baseline`'s (median of the per-round ratios, 95% bootstrap interval)."""
+    from jaxfuse.benchmark import summarize
+    lines = [f"| model | tree | rounds | median wall s | ratio to {baseline} [95% interval] |", "|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in results):
+        walls = {tree: [r["wall_s"] for r in results if r["model"] == model and r["tree"] == tree] for tree in trees}
+        summary = summarize(walls, baseline)
+        for tree in trees:
+            t = summary[tree]
+            lines.append(f"| {model} | {tree} | {len(walls[tree])} | {t.median_s:.2f} | "
+                         f"{t.ratio_median:.3f} [{t.ratio_ci_low:.3f}, {t.ratio_ci_high:.3f}] |")
+    return "\n".join(lines)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median command wall time (the lower of the two middle ones)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+
+
+def compile_bytecode(tree: str | None, prefix: str) -> None:
+    """Compile the tree's modules to bytecode under `prefix`, as `pip install` does for an
+    installed package, so no run pays for compiling Python source (the children read it
+    from PYTHONPYCACHEPREFIX=prefix, whatever PYTHONDONTWRITEBYTECODE says here)."""
+    source = os.path.join(tree, "jaxfuse") if tree else os.path.dirname(importlib.util.find_spec("jaxfuse").origin)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", source], check=True, stdout=subprocess.DEVNULL,
+                   env={**env, "PYTHONPYCACHEPREFIX": prefix})
+
+
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="one model (prints one JSON object)")
@@ -173,35 +218,47 @@ def cli(argv=None) -> int:
                    help="'tiny' (examples/models/resnet50v2_tiny.tflite), names in --model-dir, or paths")
     p.add_argument("--model-dir", default="/work/models")
     p.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
-                   help="also profile the jaxfuse source tree DIR under NAME (repeatable)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per model and tree (the fastest is kept)")
+                   help="also profile the jaxfuse source tree DIR under NAME (repeatable; the same DIR under "
+                        "two names is an A/A control). The first is the baseline of the ratios")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs per model and tree; each round runs every tree once, in an order that rotates "
+                        "from round to round. The tables show the median run; ratios are per round")
     p.add_argument("--out", dest="out_dir", metavar="DIR", help="write optimize_profile.{json,md} here")
     args = p.parse_args(argv)
     if args.model:
         print(json.dumps(main(args.model, args.out)))
         return 0
-    trees = [("after", None)] + [tuple(t.split("=", 1)) for t in args.tree]
-    baselines = {name: peak_rss_mb(BASELINE, tree=tree) for name, tree in trees}
+    trees = [tuple(t.split("=", 1)) for t in args.tree] + [("after", None)]
+    names = [name for name, _ in trees]
+    if len(set(names)) != len(names):
+        p.error("each --tree needs its own NAME")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            path = resolve_model(name, args.model_dir)
-            for tree_name, tree in reversed(trees):  # the old tree first, then the current one, per model
-                runs = []
-                for _ in range(args.repeat):
-                    r = main(path, os.path.join(tmp, "fused.circle"), tree=tree, baseline=baselines[tree_name])
-                    runs.append(r)
-                best = min(runs, key=lambda r: r["total_s"])
-                best["tree"] = tree_name
-                results.append(best)
-                print(json.dumps(best), flush=True)
-    md = table(results, [t for t, _ in trees])
+        for name, tree in trees:
+            compile_bytecode(tree, os.path.join(tmp, "pycache", name))
+        env = {name: {"PYTHONPYCACHEPREFIX": os.path.join(tmp, "pycache", name)} for name, _ in trees}
+        baselines = {name: peak_rss_mb(BASELINE, tree=tree, extra_env=env[name]) for name, tree in trees}
+        for model in args.models:
+            path = resolve_model(model, args.model_dir)
+            for r in range(args.rounds):
+                for name, tree in trees[r % len(trees):] + trees[:r % len(trees)]:
+                    result = main(path, os.path.join(tmp, "fused.circle"), tree=tree, baseline=baselines[name],
+                                  extra_env=env[name])
+                    result.update(tree=name, round=r)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+    medians = [median_run([r for r in results if r["model"] == m and r["tree"] == t])
+               for m in dict.fromkeys(r["model"] for r in results) for t in names]
+    md = table(medians, names)
+    if args.rounds > 1 and len(trees) > 1:
+        md += "\n\n" + ratio_table(results, names, names[0])
     print(md)
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
         with open(os.path.join(args.out_dir, "optimize_profile.json"), "w") as f:
             json.dump({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}, f, indent=1)
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
+                       "results": results}, f, indent=1)
         with open(os.path.join(args.out_dir, "optimize_profile.md"), "w") as f:
             f.write(md + "\n")
     return 0

@@ -23,8 +23,8 @@ import numpy as np
 
 from .ir import Graph, Model, Tensor
 from .lowering import lower_graph, tensor_keys
-from .numerics import (convert_sample, dequantize, error_stats, is_quantized_integer, json_safe, random_inputs,
-                       relative_to_scale, short_name, sqnr_db)
+from .numerics import (convert_sample, dequantize, is_quantized_integer, json_safe, random_inputs, relative_to_scale,
+                       sample_errors, short_name, sqnr_db)
 from .memory import release_free_memory
 from .programs import PROGRAMS, RUN_COMPILER_OPTIONS
 from .samples import SampleSet, as_sample_set
@@ -52,10 +52,11 @@ HUGE_ACTIVATION = 1e30  # beyond this a value is a sentinel (padding with -inf o
 def channel_statistics(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(mean, std) per channel (last axis) over the finite values below HUGE_ACTIVATION, in
     float32; None when some channel has no such value (nothing meaningful to sample from)."""
-    if value.size and float(np.max(np.abs(value))) < HUGE_ACTIVATION:  # all usable (NaN fails the test)
-        flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
-        mean = flat.sum(axis=0) / flat.shape[0]  # the same sums as below, without the masks
-        spread = np.sqrt(((flat - mean) ** 2).sum(axis=0) / flat.shape[0])
+    if value.size and max(float(value.max()), -float(value.min())) < HUGE_ACTIVATION:  # all usable (NaN fails)
+        flat = value.reshape(-1, value.shape[-1])
+        mean = flat.sum(axis=0, dtype=np.float64) / flat.shape[0]  # float64 sums, without a float64 copy
+        centered = np.subtract(flat, mean.astype(flat.dtype), dtype=np.float32)
+        spread = np.sqrt(np.square(centered, out=centered).sum(axis=0, dtype=np.float64) / flat.shape[0])
         return mean.astype(np.float32), spread.astype(np.float32)
     flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
     usable = np.isfinite(flat) & (np.abs(np.nan_to_num(flat)) < HUGE_ACTIVATION)
@@ -180,25 +181,6 @@ _ABS, _SCALE, _NONFINITE, _SIGNAL, _NOISE, _LSB, _WITHIN, _COUNT, _TOP1 = range(
 _FIGURES = 9
 
 
-def _nan_aware_errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sample (leading axis): (max |a - b|, max finite |a|, count of non-finite values in
-    a); NaN on both sides and equal infinities are agreement, NaN on one side only is an
-    infinite error."""
-    n = a.shape[0]
-    a, b = a.reshape(n, -1), b.reshape(n, -1)
-    if np.isfinite(a).all() and np.isfinite(b).all():  # the same figures, without the masks
-        a = a.astype(np.float64)
-        return np.abs(a - b).max(axis=1, initial=0.0), np.abs(a).max(axis=1, initial=0.0), np.zeros(n, np.int64)
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        agree = (np.isnan(a) & np.isnan(b)) | (a == b)
-        diff = np.where(agree, 0.0, np.abs(a - b))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    finite = np.isfinite(a)
-    scale = np.where(finite, np.abs(a), 0.0)
-    return diff.max(axis=1, initial=0.0), scale.max(axis=1, initial=0.0), (~finite).sum(axis=1)
-
-
 class _Accumulated:
     """One compared pair's per-sample figures, combined in sample order by `diff`."""
 
@@ -215,11 +197,11 @@ class _Accumulated:
         rows[:, _TOP1] = np.nan
         if self.kind == FLOAT:
             real_a, real_b = values_a, values_b
-            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = _nan_aware_errors(values_a, values_b)
+            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = sample_errors(values_a, values_b)
         else:
             real_a = np.stack([dequantize(values_a[i], self.a) for i in range(n)])
             real_b = np.stack([dequantize(values_b[i], self.b) for i in range(n)])
-            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = _nan_aware_errors(real_a, real_b)
+            rows[:, _ABS], rows[:, _SCALE], rows[:, _NONFINITE] = sample_errors(real_a, real_b)
             for i in range(n):
                 ra, rb = real_a[i], real_b[i]
                 signal = rb if self.kind == MIXED and is_quantized_integer(self.a) else ra
@@ -391,7 +373,10 @@ def compare(reference: Model, candidate: Model, samples=None, *,
             for label, value_a, value_b in _paired_values(run_a, run_b, batch_a, batch_b, labels_a, labels_b):
                 a, b = np.asarray(value_a), np.asarray(value_b)
                 if a.shape == b.shape:
-                    stats[label].add(indices[valid], a[valid], b[valid])
+                    if valid.all():  # no padding samples in this chunk: no copies
+                        stats[label].add(indices, a, b)
+                    else:
+                        stats[label].add(indices[valid], a[valid], b[valid])
                     seen.add(label)
             bar.update(int(valid.sum()))
     for run in (run_a, run_b):
@@ -491,7 +476,7 @@ def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: 
                  samples: list[list[np.ndarray]]) -> float:
     """Largest relative error over `observed` between two versions of a region, each a
     Graph of ops reading `frontier`; both run in one compiled program, vmapped over the
-    samples. Parameters are flat arguments, so the same region elsewhere in the model
+    samples. NaN on one side only is an infinite error (see numerics.sample_errors). Parameters are flat arguments, so the same region elsewhere in the model
     (another block of the stage) reuses the program, found by structure without tracing
     it again (jaxfuse.segmented.structure_key)."""
     batch = stack_samples(samples)
@@ -501,8 +486,10 @@ def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: 
     worst = 0.0
     for a, b in zip(out_before, out_after):
         a, b = np.asarray(a), np.asarray(b)
-        for i in range(len(samples)):
-            worst = max(worst, error_stats(a[i], b[i])[2])
+        if a.shape != b.shape:
+            return float("inf")
+        errors, scales, _ = sample_errors(a, b)
+        worst = max([worst, *(relative_to_scale(e, s) for e, s in zip(errors, scales))])
     del program, args
     release_free_memory()
     return worst

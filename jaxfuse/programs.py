@@ -109,19 +109,21 @@ def effective_options(text: str, options: dict) -> dict:
     return options
 
 
-def program_key(lowered, options: dict, shardings=None) -> str:
-    """What determines the executable `lowered` compiles to (see the module docstring)."""
+def program_key(lowered, options: dict, shardings=None) -> tuple[str, dict]:
+    """What determines the executable `lowered` compiles to (see the module docstring), and
+    the options to compile it with (effective_options)."""
     h = hashlib.sha256()
     text = lowered.as_text()
+    options = effective_options(text, options)
     h.update(text.encode())
-    h.update(repr(sorted(effective_options(text, options).items())).encode())
+    h.update(repr(sorted(options.items())).encode())
     h.update(_device_text(shardings).encode())
     lowering = getattr(lowered, "_lowering", None)
     for const in getattr(lowering, "const_args", None) or []:  # constants jax passes beside the module
         value = np.asarray(const)
         h.update(f"{value.dtype}{value.shape}".encode())
         h.update(value.tobytes())
-    return h.hexdigest()
+    return h.hexdigest(), options
 
 
 def compile_with_options(lowered, options: dict):
@@ -149,6 +151,7 @@ class ProgramCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, object] = OrderedDict()
         self._pending: dict[str, Future] = {}
+        self._effective_options: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -160,8 +163,9 @@ class ProgramCache:
         jitted = jax.jit(fn) if in_shardings is None else jax.jit(fn, in_shardings=in_shardings,
                                                                    out_shardings=out_shardings)
         lowered = jitted.lower(*args)
-        key = program_key(lowered, options, None if in_shardings is None else (in_shardings, out_shardings))
+        key, effective = program_key(lowered, options, None if in_shardings is None else (in_shardings, out_shardings))
         with self._lock:
+            self._effective_options[key] = effective  # so compiling does not print the module again
             STATS.lowered += 1
             STATS.lower_seconds += time.perf_counter() - t
         return lowered, key
@@ -180,15 +184,15 @@ class ProgramCache:
         """(executable or Future, owner): what is kept or pending for `key`, or a new pending
         Future that the caller (owner) must resolve."""
         with self._lock:
-            compiled = self._entries.get(key)
-            if compiled is not None:
+            found = self._entries.get(key)
+            if found is not None:
                 self._entries.move_to_end(key)
+            else:
+                found = self._pending.get(key)
+            if found is not None:
                 STATS.reused += 1
-                return compiled, False
-            pending = self._pending.get(key)
-            if pending is not None:
-                STATS.reused += 1
-                return pending, False
+                self._effective_options.pop(key, None)
+                return found, False
             pending = self._pending[key] = Future()
             return pending, True
 
@@ -196,7 +200,10 @@ class ProgramCache:
         _count_persistent_cache_hits()
         try:
             t = time.perf_counter()
-            compiled = compile_with_options(lowered, effective_options(lowered.as_text(), options))
+            with self._lock:
+                effective = self._effective_options.pop(key, None)
+            compiled = compile_with_options(lowered, effective if effective is not None
+                                            else effective_options(lowered.as_text(), options))
             seconds = time.perf_counter() - t
         except BaseException as e:
             with self._lock:

@@ -70,6 +70,38 @@ def test_wrong_rewrite_is_rolled_back(bad_pass):
     assert jaxfuse.verify(model, optimized).max_rel_error == 0.0
 
 
+class PoisonTheWeights(DoubleTheWeights):
+    """A wrong rewrite whose region computes NaN: the check must see an infinite error."""
+    name = "test_poison_the_weights"
+
+    def propose(self, graph):
+        for rewrite in super().propose(graph):
+            conv = graph.ops[0]
+            yield Rewrite(key=("poison",), where=rewrite.where, region=[conv], summary="NaN",
+                          apply=lambda: graph.private_input(conv, 1).set_data(np.full(conv.inputs[1].shape, np.nan,
+                                                                                       np.float32)))
+
+
+def test_a_rewrite_that_computes_nan_fails_its_own_check():
+    _, report = optimize(conv_chain_model(), [PoisonTheWeights()])
+    rolled = report.passes["test_poison_the_weights"].rolled_back
+    assert len(rolled) == 1 and "error inf" in rolled[0]["error"]
+
+
+def test_sample_errors_are_exact_where_the_arrays_own_type_overflows():
+    from jaxfuse.numerics import sample_errors
+    a = np.array([[3e38, 1.0], [1.0, 2.0]], np.float32)
+    b = np.array([[-3e38, 1.0], [1.0, 2.5]], np.float32)
+    error, scale, nonfinite = sample_errors(a, b)
+    np.testing.assert_allclose(error, [6e38, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(scale, [3e38, 2.0], rtol=1e-6)
+    assert list(nonfinite) == [0, 0]
+    half = np.array([[60000.0, -1.0]], np.float16)
+    assert sample_errors(half, -half)[0][0] == 120000.0  # beyond float16's range: computed in float64
+    error, _, nonfinite = sample_errors(np.array([[np.nan, np.inf]], np.float32), np.array([[np.nan, 1.0]], np.float32))
+    assert error[0] == np.inf and nonfinite[0] == 2
+
+
 def test_wrong_rewrite_error_is_reported():
     _, report = optimize(conv_chain_model(), [DoubleTheWeights()])
     assert "check failed" in report.passes["test_double_the_weights"].rolled_back[0]["error"]
