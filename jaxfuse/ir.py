@@ -32,14 +32,36 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+BUFFER_ALIGNMENT = 64  # XLA's CPU client uses a host array aligned to this in place instead of copying it
+
+
+def _aligned_frozen(data: np.ndarray) -> np.ndarray:
+    """Flat uint8 `data` as a read-only array at a BUFFER_ALIGNMENT boundary: itself when it
+    already is one in memory NumPy owns, else a copy (a writeable array is always copied,
+    and so is a view of bytes, which would keep a whole file alive)."""
+    owner = data
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    if not data.flags.writeable and data.ctypes.data % BUFFER_ALIGNMENT == 0 and owner.base is None:
+        return data
+    storage = np.empty(data.size + BUFFER_ALIGNMENT, np.uint8)
+    start = -storage.ctypes.data % BUFFER_ALIGNMENT
+    aligned = storage[start:start + data.size]
+    aligned[...] = data
+    aligned.flags.writeable = False
+    return aligned
+
+
 class Buffer:
     """Immutable raw constant bytes; identity is what makes a buffer shared."""
 
     __slots__ = ("data",)
 
     def __init__(self, data: np.ndarray):
-        # Kept as flat uint8 so any element type (and odd ones like int4) round-trips.
-        self.data = _frozen(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        # Kept as flat uint8 so any element type (and odd ones like int4) round-trips; aligned, so
+        # that every check passes the weights to XLA without copying them (a file's own layout
+        # aligns them to 16 bytes at most)
+        self.data = _aligned_frozen(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
 
     @property
     def nbytes(self) -> int:

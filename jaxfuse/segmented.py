@@ -381,7 +381,9 @@ class SegmentedRun:
         axis, all of one length), segment by segment. For each segment, yield {tensor key:
         array with the leading sample axis} of the tensors it computes whose key `keep`
         and the run's own `keep` accept (the first segment's may also hold graph inputs). Values are
-        jax arrays (sharded like the batch); the caller brings what it needs to the host."""
+        jax arrays (sharded like the batch); the caller brings what it needs to the host. A
+        segment's values are yielded after the next segment is dispatched, so the devices
+        compute while the caller works on them."""
         keep = keep or (lambda key: True)
         graph, keys, placement = self.graph, self.keys, self.placement
         placed = [placement.put_batch(x) for x in batch]
@@ -391,6 +393,7 @@ class SegmentedRun:
             yield inputs_kept
             return
         programs = self.prepare(len(batch[0]) if batch else 1)
+        ready = None
         for index, program in enumerate(programs):
             flat = self._params.get(index) if self.resident else None
             if flat is None:
@@ -404,7 +407,11 @@ class SegmentedRun:
             if index == 0:
                 result = {**inputs_kept, **result}
             del flat, kept
-            yield result
+            if ready is not None:  # yielded once the next segment is dispatched: its work overlaps the caller's
+                yield ready
+            ready = result
+        del result
+        yield ready
         env.clear()
         release_free_memory()
 

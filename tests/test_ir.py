@@ -92,3 +92,23 @@ def test_model_copy_is_independent_but_shares_buffers():
     assert model.main.ops[0].options["fusedActivationFunction"] == 0
     copy.main.remove_op(copy.main.ops[1])
     assert len(model.main.ops) == 2
+
+
+def test_buffers_are_aligned_read_only_copies_that_never_keep_a_file_alive():
+    from pathlib import Path
+
+    import jaxfuse
+    from jaxfuse.ir import BUFFER_ALIGNMENT
+    model = jaxfuse.load(Path(__file__).parent.parent / "examples" / "models" / "resnet50v2_tiny.tflite")
+    buffers = {id(t.buffer): t.buffer for t in model.main.tensors if t.is_constant}
+    assert len(buffers) > 10
+    for buffer in buffers.values():
+        owner = buffer.data
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        assert owner.base is None  # its own memory, not a view of the file's bytes
+        assert buffer.data.ctypes.data % BUFFER_ALIGNMENT == 0 and not buffer.data.flags.writeable
+    odd = np.frombuffer(bytes(range(10)), np.uint8)[1:9]  # unaligned, read-only, someone else's
+    copied = Buffer(odd)
+    assert copied.data.ctypes.data % BUFFER_ALIGNMENT == 0 and copied.data.tobytes() == odd.tobytes()
+    assert np.shares_memory(Buffer(copied.data).data, copied.data)  # already aligned and owned: not copied

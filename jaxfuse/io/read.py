@@ -3,7 +3,8 @@
 Both formats share one flatbuffer layout (circle is a superset of TFLite), so the file
 identifier (TFL3 or CIR0) only decides `Model.file_format`. Constant buffers may be
 stored inside the flatbuffer or after it (Buffer.offset/size, used by recent TFLite
-converters for large models); both are read without copying the weights.
+converters for large models); both are read. Each constant is copied once, to an aligned
+array (jaxfuse.ir.Buffer), so the checks can hand it to XLA without copying it again.
 """
 from __future__ import annotations
 
