@@ -475,34 +475,56 @@ def _paired_values(run_a: SegmentedRun, run_b: SegmentedRun, batch_a, batch_b, l
 def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
                  samples: list[list[np.ndarray]]) -> float:
     """Largest relative error over `observed` between two versions of a region, each a
-    Graph of ops reading `frontier`; both run in one compiled program, vmapped over the
-    samples. NaN on one side only is an infinite error (see numerics.sample_errors). Parameters are flat arguments, so the same region elsewhere in the model
-    (another block of the stage) reuses the program, found by structure without tracing
-    it again (jaxfuse.segmented.structure_key)."""
-    batch = stack_samples(samples)
-    program = _region_program(before, after, frontier, observed, len(samples))
-    args = (program.params(0), program.params(1), *batch)
-    out_before, out_after = program.compiled()(*args)
-    worst = 0.0
-    for a, b in zip(out_before, out_after):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return float("inf")
-        errors, scales, _ = sample_errors(a, b)
-        worst = max([worst, *(relative_to_scale(e, s) for e, s in zip(errors, scales))])
-    del program, args
-    release_free_memory()
-    return worst
+    Graph of ops reading `frontier`, on `samples` (see RegionCheck): region_check and
+    RegionCheck.error in one call."""
+    return region_check(before, after, frontier, observed, len(samples)).error(samples)
+
+
+def region_check(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
+                 size: int) -> "RegionCheck":
+    """The check of a region's two versions on batches of `size` samples, lowered now and
+    compiling in the background (the caller can prepare the next rewrite meanwhile)."""
+    return RegionCheck(_region_program(before, after, frontier, observed, size))
+
+
+class RegionCheck:
+    """Both versions of a region in one compiled program, vmapped over the samples.
+    Parameters are flat arguments, so the same region elsewhere in the model (another block
+    of the stage) reuses the program, found by structure without tracing it again
+    (jaxfuse.segmented.structure_key)."""
+
+    def __init__(self, program: "_RegionProgram"):
+        self.program = program
+
+    def error(self, samples: list[list[np.ndarray]]) -> float:
+        """Largest relative error over the observed tensors on `samples` (as many as the
+        check was made for); NaN on one side only is an infinite error (see
+        numerics.sample_errors)."""
+        program = self.program
+        args = (program.params(0), program.params(1), *stack_samples(samples))
+        out_before, out_after = program.compiled()(*args)
+        worst = 0.0
+        for a, b in zip(out_before, out_after):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape:
+                return float("inf")
+            errors, scales, _ = sample_errors(a, b)
+            worst = max([worst, *(relative_to_scale(e, s) for e, s in zip(errors, scales))])
+        del args, out_before, out_after
+        release_free_memory()
+        return worst
 
 
 class _RegionProgram:
     def __init__(self, tensors: tuple[list[Tensor], list[Tensor]], executable):
-        self.tensors = tensors
+        # the values as they are now (buffers are immutable): a later rewrite that gives one of
+        # these tensors new data does not change what this check compares
+        self.arrays = ([t.data for t in tensors[0]], [t.data for t in tensors[1]])
         self.executable = executable
 
     def params(self, side: int) -> list:
         import jax
-        return jax.device_put([t.data for t in self.tensors[side]])
+        return jax.device_put(self.arrays[side])
 
     def compiled(self):
         if hasattr(self.executable, "result"):
@@ -515,7 +537,7 @@ _REGION_LAYOUTS: dict[str, tuple[str, list[int], list[int]]] = {}
 
 def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
                     size: int) -> _RegionProgram:
-    """The compiled (before, after) program of a region, found by structure or lowered."""
+    """The (before, after) program of a region: found by structure, or lowered and compiling."""
     import jax
     from .programs import STATS
     from .segmented import structure_key
@@ -550,7 +572,7 @@ def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observe
                                 [positions[1][id(t)] for t in tensors[1]])
         if len(_REGION_LAYOUTS) > 4 * MAX_REGION_LAYOUTS:
             _REGION_LAYOUTS.pop(next(iter(_REGION_LAYOUTS)))
-    return _RegionProgram((tensors[0], tensors[1]), PROGRAMS.compile_lowered(lowered, program_key))
+    return _RegionProgram((tensors[0], tensors[1]), PROGRAMS.submit(lowered, program_key))
 
 
 MAX_REGION_LAYOUTS = 512

@@ -88,6 +88,69 @@ def test_a_rewrite_that_computes_nan_fails_its_own_check():
     assert len(rolled) == 1 and "error inf" in rolled[0]["error"]
 
 
+def relu_conv_chain_model(length: int = 4):
+    rng = np.random.default_rng(1)
+    b = ModelBuilder()
+    h = b.input("x", [1, 5, 5, 3])
+    channels = 3
+    for i in range(length):
+        w = b.const(f"w{i}", rng.standard_normal((4, 1, 1, channels)).astype(np.float32))
+        h = b.op("CONV_2D", [h, w, b.const(f"b{i}", rng.standard_normal(4).astype(np.float32))],
+                 {"fusedActivationFunction": 1}, name=f"h{i}")
+        channels = 4
+    b.output(h)
+    return b.build()
+
+
+class MoveAFactorAcross(Pass):
+    """Scale conv j-1's outputs by `factors[j]` (after its ReLU, which commutes with a
+    positive factor) and conv j's input channels by 1/2: exact where the factor is 2. Each
+    rewrite edits the conv the previous one's check reads, so checking a rewrite after the
+    next one is applied would see the next one's weights."""
+    name = "test_move_a_factor_across"
+
+    def __init__(self, factors: dict[int, float]):
+        self.factors = factors
+
+    def propose(self, graph):
+        convs = [op for op in graph.ops if op.type == "CONV_2D"]
+        for j in range(1, len(convs)):
+            first, second = convs[j - 1], convs[j]
+            if "+moved" in second.outputs[0].name:
+                continue
+
+            def apply(first=first, second=second, factor=self.factors.get(j, 2.0)):
+                graph.private_input(first, 1).set_data(first.inputs[1].data * factor)
+                graph.private_input(first, 2).set_data(first.inputs[2].data * factor)
+                graph.private_input(second, 1).set_data(second.inputs[1].data * 0.5)
+                first.outputs[0].name += "*f"  # another value: the whole-model check must not compare it
+                second.outputs[0].name += "+moved"
+
+            yield Rewrite(key=("move", j), where=second.outputs[0].name, region=[first, second], apply=apply)
+
+
+def test_checks_see_each_rewrite_as_applied_even_when_the_next_is_already_staged():
+    model = relu_conv_chain_model()
+    optimized, report = optimize(model, [MoveAFactorAcross({})])
+    assert report.passes["test_move_a_factor_across"].fused == 3 and report.max_rewrite_error < 1e-6
+    assert report.verification.ok
+
+
+def test_a_failed_check_undoes_its_rewrite_and_the_one_staged_on_top_and_matching_goes_on():
+    model = relu_conv_chain_model()
+    optimized, report = optimize(model, [MoveAFactorAcross({2: 3.0})])  # the second rewrite is wrong
+    result = report.passes["test_move_a_factor_across"]
+    assert result.fused == 2 and [r["where"] for r in result.rolled_back] == ["h2"]
+    assert "check failed" in result.rolled_back[0]["error"]
+    assert [r["where"] for r in report.rewrites] == ["h1", "h3"]
+    names = [op.outputs[0].name for op in optimized.main.ops]
+    assert names == ["h0*f", "h1+moved", "h2*f", "h3+moved"]
+    original = {t.name: t for t in model.main.tensors}
+    np.testing.assert_array_equal(optimized.main.ops[1].inputs[2].data, original["b1"].data)  # untouched by h2's
+    np.testing.assert_array_equal(optimized.main.ops[2].inputs[2].data, original["b2"].data * 2)
+    assert report.verification.ok
+
+
 def test_sample_errors_are_exact_where_the_arrays_own_type_overflows():
     from jaxfuse.numerics import sample_errors
     a = np.array([[3e38, 1.0], [1.0, 2.0]], np.float32)
@@ -122,7 +185,7 @@ def test_verify_names_first_divergent_tensor():
 def test_whole_model_failure_raises_with_report(monkeypatch):
     # Make the local check blind, so only the final whole-model check can catch the bad rewrite.
     import jaxfuse.equivalence as eq
-    monkeypatch.setattr(eq, "check_region", lambda *args, **kw: 0.0)
+    monkeypatch.setattr(eq.RegionCheck, "error", lambda *args, **kw: 0.0)
     with pytest.raises(VerificationError) as info:
         optimize(conv_chain_model(), [DoubleTheWeights()])
     assert info.value.report.verification.first_divergent.name == "h"

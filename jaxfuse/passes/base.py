@@ -34,7 +34,9 @@ Proposal = Rewrite | Refusal
 class Pass:
     """Subclasses set `name` and implement `propose(graph)`, yielding Rewrites in order of
     preference (a fallback for the same match comes after its first choice) and a
-    Refusal for each match a precondition rules out."""
+    Refusal for each match a precondition rules out. The manager may call `propose` again,
+    and apply the next rewrite, before the last one's check has ended (and undo both when
+    that check fails): a pass keeps no state between calls."""
 
     name: str = ""
 

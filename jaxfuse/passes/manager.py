@@ -199,23 +199,33 @@ class _Optimizer:
         self.rewrites: list[dict] = []
         self.max_error = 0.0
 
-    def _samples(self, frontier: list[Tensor]) -> list[list[np.ndarray]]:
-        """A standard-normal sample, and one drawn per channel with the mean and spread the
-        original model's activations had there (so a check sees realistic magnitudes)."""
-        samples = [[random_input(t, self.rng) for t in frontier]]
+    def _realistic(self, frontier: list[Tensor]) -> bool:
+        """Whether a check reading `frontier` gets a realistic sample besides the standard-
+        normal one (the statistics exist for every tensor it reads)."""
         if self._statistics is None:
             self._statistics = self._statistics_source()
+        return bool(frontier) and all(self._statistics.get(id(t)) is not None for t in frontier)
+
+    def _samples(self, frontier: list[Tensor], as_staged: list[Tensor] | None = None) -> list[list[np.ndarray]]:
+        """A standard-normal sample, and one drawn per channel with the mean and spread the
+        original model's activations had there (so a check sees realistic magnitudes).
+        `as_staged`: copies of the frontier tensors taken when the check was staged (their
+        shapes and types then)."""
+        samples = [[random_input(t, self.rng) for t in (as_staged or frontier)]]
+        realistic = self._realistic(frontier)
         missing = [t.name for t in frontier if id(t) in self._statistics and self._statistics[id(t)] is None]
         self.unsampled += [name for name in missing if name not in self.unsampled]
-        if frontier and all(self._statistics.get(id(t)) is not None for t in frontier):
-            realistic = []
+        if realistic:
+            drawn = []
             for t, noise in zip(frontier, samples[0]):
                 mean, std = self._statistics[id(t)]
-                realistic.append((mean + std * noise).astype(noise.dtype))
-            samples.append(realistic)
+                drawn.append((mean + std * noise).astype(noise.dtype))
+            samples.append(drawn)
         return samples
 
-    def try_rewrite(self, graph: Graph, rewrite: Rewrite) -> tuple[bool, float, str]:
+    def _stage(self, graph: Graph, rewrite: Rewrite) -> "_Staged":
+        """Apply `rewrite` and start its check (lowered, compiling in the background); a
+        rewrite whose surgery fails is undone at once and carries why."""
         snapshot = _Snapshot(graph)
         ops_before = {id(op) for op in graph.ops}
         region_ids = {id(op) for op in rewrite.region}
@@ -235,58 +245,105 @@ class _Optimizer:
             if new_reads:
                 raise _RewriteInvalid(f"the rewrite reads '{new_reads[0].name}' from outside its region")
             graph.validate()
-            error = equivalence.check_region(before, after, frontier, observed, self._samples(frontier)) \
-                if observed else 0.0
+            check = equivalence.region_check(before, after, frontier, observed, 1 + self._realistic(frontier)) \
+                if observed else None
         except _RewriteInvalid as e:
             snapshot.restore()
-            return False, float("inf"), str(e)
+            return _Staged(rewrite, snapshot, frontier, [], None, str(e))
         except Exception as e:  # surgery or lowering of the region failed: never keep it
             snapshot.restore()
+            return _Staged(rewrite, snapshot, frontier, [], None, f"{type(e).__name__}: {e}")
+        return _Staged(rewrite, snapshot, frontier, [copy.copy(t) for t in frontier], check)
+
+    def _finish(self, staged: "_Staged") -> tuple[bool, float, str]:
+        """Run a staged rewrite's check: (kept, error, why not). A rewrite that fails it is
+        undone (with everything applied after it)."""
+        if staged.failure is not None:
+            return False, float("inf"), staged.failure
+        try:
+            error = staged.check.error(self._samples(staged.frontier, staged.frontier_as_staged)) \
+                if staged.check is not None else 0.0
+        except Exception as e:  # compiling or running the region failed: never keep it
+            staged.snapshot.restore()
             return False, float("inf"), f"{type(e).__name__}: {e}"
         if not error <= self.local_tolerance:
-            snapshot.restore()
+            staged.snapshot.restore()
             return False, error, (f"check failed: error {error:.3g} of the tensor's scale "
                                   f"> tolerance {self.local_tolerance:g}")
         return True, error, ""
 
-    def run_pass(self, graph: Graph, p: Pass, failed: dict) -> int:
-        report = self.reports[p.name]
+    def try_rewrite(self, graph: Graph, rewrite: Rewrite) -> tuple[bool, float, str]:
+        """Apply `rewrite` and keep it if its check passes: (kept, error, why not)."""
+        return self._finish(self._stage(graph, rewrite))
+
+    def _next_proposal(self, proposals, p: Pass, failed: dict) -> tuple[Rewrite | None, dict, str | None]:
+        """Pull from `proposals` up to the next rewrite to try: (it or None when they are
+        exhausted, the refusals met on the way, why matching crashed or None)."""
         refusals: dict[str, list[str]] = {}
-        applied = 0
+        while True:
+            try:
+                proposal = next(proposals)
+            except StopIteration:
+                return None, refusals, None
+            except Exception as e:  # a matcher bug must not take the whole run down; matching edits nothing
+                return None, refusals, f"the pass failed while matching: {type(e).__name__}: {e}"
+            if isinstance(proposal, Refusal):
+                where = refusals.setdefault(proposal.reason, [])
+                if proposal.where not in where:
+                    where.append(proposal.where)
+            elif (p.name, proposal.key) not in failed:
+                return proposal, refusals, None
+
+    def run_pass(self, graph: Graph, p: Pass, failed: dict) -> int:
+        """Apply `p` until it proposes nothing more, checking every rewrite. While one
+        rewrite's check compiles, the next is already matched and staged on top of it, as
+        if it passed (they almost always do); when it fails, both are undone and matching
+        goes on as if the next had never been looked at, so the outcome is the same as
+        checking one at a time."""
+        report = self.reports[p.name]
         budget = 4 * len(graph.ops) + 100  # a pass that keeps proposing after success must not spin forever
-        progress = True
-        while progress and applied < budget:
-            progress = False
-            proposals = p.propose(graph)
-            while True:
-                try:
-                    proposal = next(proposals)
-                except StopIteration:
+        applied = 0
+        proposals = p.propose(graph)
+        refusals: dict[str, list[str]] = {}
+        staged = None
+        while True:
+            if staged is None:
+                proposal, met, crash = self._next_proposal(proposals, p, failed)
+                _merge_refusals(refusals, met)
+                if proposal is None:
+                    if crash:
+                        report.rolled_back.append({"where": "(matching)", "summary": "", "error": crash})
                     break
-                except Exception as e:  # a matcher bug must not take the whole run down; matching edits nothing
-                    report.rolled_back.append({"where": "(matching)", "summary": "",
-                                               "error": f"the pass failed while matching: {type(e).__name__}: {e}"})
-                    break
-                if isinstance(proposal, Refusal):
-                    where = refusals.setdefault(proposal.reason, [])
-                    if proposal.where not in where:
-                        where.append(proposal.where)
-                    continue
-                if (p.name, proposal.key) in failed:
-                    continue
-                ok, error, why = self.try_rewrite(graph, proposal)
-                self.checks_bar.update(1)
-                if ok:
-                    applied += 1
-                    self.max_error = max(self.max_error, error)
-                    self.rewrites.append({"pass": p.name, "where": proposal.where, "summary": proposal.summary,
-                                          "error": error, **proposal.details})
-                    progress = True
-                    refusals = {}  # the graph changed: what was refused is matched again
-                    break
-                # the region is kept alive with its key, so the ids in the key are never reused
-                failed[(p.name, proposal.key)] = proposal.region
-                report.rolled_back.append({"where": proposal.where, "summary": proposal.summary, "error": why})
+                staged = self._stage(graph, proposal)
+            ahead = None  # what matching finds once `staged` is in: the next rewrite, staged on top of it
+            if staged.failure is None and applied + 1 < budget:
+                ahead_proposals = p.propose(graph)
+                ahead = (ahead_proposals, *self._next_proposal(ahead_proposals, p, failed))
+                ahead_staged = self._stage(graph, ahead[1]) if ahead[1] is not None else None
+            ok, error, why = self._finish(staged)
+            self.checks_bar.update(1)
+            if not ok:  # undone (with what was staged on top); matching goes on where it was
+                failed[(p.name, staged.proposal.key)] = staged.proposal.region  # kept alive: ids never reused
+                report.rolled_back.append({"where": staged.proposal.where, "summary": staged.proposal.summary,
+                                           "error": why})
+                staged = None
+                continue
+            applied += 1
+            self.max_error = max(self.max_error, error)
+            proposal = staged.proposal
+            self.rewrites.append({"pass": p.name, "where": proposal.where, "summary": proposal.summary,
+                                  "error": error, **proposal.details})
+            if applied >= budget:
+                break
+            if ahead is None:  # matched anew on the changed graph
+                proposals, refusals, staged = p.propose(graph), {}, None
+                continue
+            proposals, ahead_proposal, refusals, crash = ahead
+            staged = ahead_staged
+            if ahead_proposal is None:
+                if crash:
+                    report.rolled_back.append({"where": "(matching)", "summary": "", "error": crash})
+                break
         report.fused += applied
         report.refused = refusals
         return applied
@@ -387,6 +444,23 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         raise equivalence.VerificationError(f"optimized model does not match the original: {verification.summary()}",
                                         report)
     return model, report
+
+
+@dataclass
+class _Staged:
+    """A rewrite applied to the graph, its check started (or why it was undone at once)."""
+    proposal: Rewrite
+    snapshot: "_Snapshot"
+    frontier: list[Tensor]
+    frontier_as_staged: list[Tensor]       # shallow copies: the frontier's shapes and types when staged
+    check: equivalence.RegionCheck | None  # None: the region hands nothing to the rest of the graph
+    failure: str | None = None
+
+
+def _merge_refusals(into: dict[str, list[str]], met: dict[str, list[str]]) -> None:
+    for reason, where in met.items():
+        known = into.setdefault(reason, [])
+        known += [w for w in where if w not in known]
 
 
 def _float_activations(graph: Graph) -> set[str]:
