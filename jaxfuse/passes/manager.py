@@ -10,6 +10,9 @@ For each Rewrite a pass proposes:
      there, compare every tensor the region hands to the rest of the graph;
   5. keep it if the largest error is within tolerance, else restore the snapshot and
      report the rollback. Nothing half-applied survives.
+While a rewrite's check (4) compiles, the next rewrite is matched and applied on top of it
+(1-3); if the check fails, restoring its snapshot undoes both, and matching resumes as if
+the next had never been looked at, so every outcome is that of checking one at a time.
 After all passes, the whole optimized model is compared with the original.
 """
 from __future__ import annotations
@@ -271,10 +274,6 @@ class _Optimizer:
             return False, error, (f"check failed: error {error:.3g} of the tensor's scale "
                                   f"> tolerance {self.local_tolerance:g}")
         return True, error, ""
-
-    def try_rewrite(self, graph: Graph, rewrite: Rewrite) -> tuple[bool, float, str]:
-        """Apply `rewrite` and keep it if its check passes: (kept, error, why not)."""
-        return self._finish(self._stage(graph, rewrite))
 
     def _next_proposal(self, proposals, p: Pass, failed: dict) -> tuple[Rewrite | None, dict, str | None]:
         """Pull from `proposals` up to the next rewrite to try: (it or None when they are
