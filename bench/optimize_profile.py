@@ -254,14 +254,18 @@ def cli(argv=None) -> int:
         md += "\n\n" + ratio_table(results, names, names[0])
     print(md)
     if args.out_dir:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(os.path.join(args.out_dir, "optimize_profile.json"), "w") as f:
-            json.dump({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
-                       "results": results}, f, indent=1)
-        with open(os.path.join(args.out_dir, "optimize_profile.md"), "w") as f:
-            f.write(md + "\n")
+        write_results(args.out_dir, "optimize_profile", md, rounds=args.rounds, results=results)
     return 0
+
+
+def write_results(out_dir: str, name: str, table_md: str, **fields) -> None:
+    """out_dir/NAME.md (the table) and out_dir/NAME.json (`fields`, with the machine and the date)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **fields}, f, indent=1)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(table_md + "\n")
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from optimize_profile import resolve_model  # noqa: E402
+from optimize_profile import resolve_model, write_results  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -110,13 +108,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-        with open(os.path.join(args.out, "verify_throughput.json"), "w") as f:
-            json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "rows": rows}, f, indent=1)
-        with open(os.path.join(args.out, "verify_throughput.md"), "w") as f:
-            f.write(table + "\n")
+        write_results(args.out, "verify_throughput", table, rows=rows)
     return 0
 
 
