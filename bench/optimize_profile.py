@@ -7,7 +7,7 @@ all checks on), split into its phases.
     python bench/optimize_profile.py --models ResNet50V2 --rounds 7 \\
         --tree before=/tmp/jaxfuse-before --tree control=/tmp/jaxfuse-before   # ratios, A/A control
 
-The command runs in a child process (jaxfuse.cli.main, what the console script runs),
+The command runs in a child process (jaxfuse.cli.main and its exit, what the console script runs),
 which reports its own peak RSS (VmHWM; wait4's ru_maxrss would also count the parent's
 pages from before exec). The baseline is the peak of a child that only imports jaxfuse
 and starts jax's CPU backend, which every run pays whatever the model; "above the
@@ -72,7 +72,7 @@ import os
 times = os.times()
 print("PROFILE", json.dumps({"counts": counts, "in_process_s": time.perf_counter() - start,
                              "cpu_s": times.user + times.system}))
-""" + REPORT_PEAK + "\nsys.exit(code)"
+""" + REPORT_PEAK + "\ngetattr(jaxfuse.cli, 'leave', sys.exit)(code)  # and exits as the console script does"
 
 
 def _child_env(tree: str | None, cache_dir: str | None, extra_env: dict | None = None) -> dict:

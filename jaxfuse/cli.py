@@ -1169,3 +1169,28 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     print(f"jaxfuse: error: {_one_line(message)}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def console_main() -> None:
+    """The `jaxfuse` console script and `python -m jaxfuse`: `main`, then `leave`."""
+    leave(main())
+
+
+def leave(status: int) -> None:
+    """End the process with `status` without tearing the interpreter down. That teardown
+    (XLA's client and compiled programs, JAX's modules) took 0.15-0.25 s after an optimize
+    of ResNet50V2 (the command itself: about 4 s) and saves nothing: every output file is
+    already written, closed and renamed into place. Compilations still running are waited
+    for (one may be writing JAX's persistent cache), then stdout and stderr are flushed. A
+    distributed run exits normally: JAX's exit handler leaves the coordination service."""
+    if "jax" in sys.modules:
+        from . import distributed, programs
+        if distributed.initialized():
+            sys.exit(status)
+        programs.PROGRAMS.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach the reader
+            pass
+    os._exit(status)

@@ -56,6 +56,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise DistributedError(f"cannot start jax.distributed: {type(e).__name__}: {e}") from None
 
 
+def initialized() -> bool:
+    """Whether this process has joined a distributed run (jax.distributed.initialize)."""
+    from jax._src import distributed as jax_distributed
+    return jax_distributed.global_state.client is not None
+
+
 def process_index() -> int:
     import jax
     return jax.process_index()

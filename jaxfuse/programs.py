@@ -258,6 +258,14 @@ class ProgramCache:
         with self._lock:
             self._entries.clear()
 
+    def shutdown(self) -> None:
+        """Wait for the compilations still running and stop the thread pool (a later
+        submit starts a new one)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     def __len__(self) -> int:
         return len(self._entries)
 

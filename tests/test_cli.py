@@ -526,3 +526,46 @@ def test_verify_json_counts_the_samples_of_a_dataset(tmp_path, capsys):
     report = json.loads(out)
     assert code == 0 and report["samples"] == 5 and report["ok"] and report["devices"] >= 1
     assert {"p99_error", "worst_sample", "top1_agreement"} <= set(report["outputs"][0])
+
+
+# -- the console script's exit -------------------------------------------------------------
+TINY_RESNET = os.path.join(ROOT, "examples", "models", "resnet50v2_tiny.tflite")
+
+
+def test_console_script_keeps_compiled_programs_between_runs(tmp_path):
+    """`python -m jaxfuse` leaves without the interpreter's teardown (cli.leave): its output
+    still arrives whole, and the programs it compiled are in the persistent cache, where
+    a second run finds every one of them."""
+    env = dict(os.environ, JAXFUSE_CACHE_DIR=str(tmp_path / "cache"), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))
+    compilations = []
+    for run in range(2):
+        report = tmp_path / f"report{run}.json"
+        proc = subprocess.run([sys.executable, "-m", "jaxfuse", "optimize", TINY_RESNET, "-o",
+                               str(tmp_path / "fused.circle"), "--report", str(report)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1].startswith("  time: read ")  # the last line was flushed
+        compilations.append(json.loads(report.read_text())["compilation"])
+    assert compilations[0]["compiled"] > 0 and compilations[0]["loaded"] == 0
+    assert compilations[1]["loaded"] == compilations[1]["compiled"] == compilations[0]["compiled"]
+
+
+def test_leave_flushes_output_waits_for_compilations_and_keeps_the_status(tmp_path):
+    mark = tmp_path / "compiled"
+    code = f"""
+import numpy as np, jax.numpy as jnp
+from jaxfuse import cli, programs
+def f(x):
+    for _ in range(300):
+        x = jnp.sin(x) * 1.0001 + x
+    return x
+lowered, key = programs.PROGRAMS.lower(f, np.ones(8, np.float32))
+programs.PROGRAMS.submit(lowered, key).add_done_callback(lambda done: open({str(mark)!r}, "w").close())
+print("unflushed", end="")
+cli.leave(5)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout to a pipe: block-buffered
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stdout == "unflushed"
+    assert mark.exists()  # the compilation finished before the process ended
