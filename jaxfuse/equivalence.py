@@ -496,13 +496,29 @@ class RegionCheck:
     def __init__(self, program: "_RegionProgram"):
         self.program = program
 
-    def error(self, samples: list[list[np.ndarray]]) -> float:
-        """Largest relative error over the observed tensors on `samples` (as many as the
-        check was made for); NaN on one side only is an infinite error (see
-        numerics.sample_errors)."""
+    def start(self, samples: list[list[np.ndarray]]) -> "RunningCheck":
+        """Run the check on `samples` (as many as it was made for). The program runs in the
+        background: the caller can go on until it asks for the error."""
         program = self.program
         args = (program.params(0), program.params(1), *stack_samples(samples))
-        out_before, out_after = program.compiled()(*args)
+        return RunningCheck(program.compiled()(*args))
+
+    def error(self, samples: list[list[np.ndarray]]) -> float:
+        """start(samples).error()."""
+        return self.start(samples).error()
+
+
+class RunningCheck:
+    """A region check on its way: the two versions' outputs, being computed."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def error(self) -> float:
+        """Largest relative error over the observed tensors (waits for the values); NaN on
+        one side only is an infinite error (see numerics.sample_errors)."""
+        out_before, out_after = self.outputs
+        self.outputs = None
         worst = 0.0
         for a, b in zip(out_before, out_after):
             a, b = np.asarray(a), np.asarray(b)
@@ -510,7 +526,7 @@ class RegionCheck:
                 return float("inf")
             errors, scales, _ = sample_errors(a, b)
             worst = max([worst, *(relative_to_scale(e, s) for e, s in zip(errors, scales))])
-        del args, out_before, out_after
+        del out_before, out_after
         release_free_memory()
         return worst
 

@@ -185,7 +185,7 @@ def test_verify_names_first_divergent_tensor():
 def test_whole_model_failure_raises_with_report(monkeypatch):
     # Make the local check blind, so only the final whole-model check can catch the bad rewrite.
     import jaxfuse.equivalence as eq
-    monkeypatch.setattr(eq.RegionCheck, "error", lambda *args, **kw: 0.0)
+    monkeypatch.setattr(eq.RunningCheck, "error", lambda *args, **kw: 0.0)
     with pytest.raises(VerificationError) as info:
         optimize(conv_chain_model(), [DoubleTheWeights()])
     assert info.value.report.verification.first_divergent.name == "h"

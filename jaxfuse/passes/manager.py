@@ -10,8 +10,8 @@ For each Rewrite a pass proposes:
      there, compare every tensor the region hands to the rest of the graph;
   5. keep it if the largest error is within tolerance, else restore the snapshot and
      report the rollback. Nothing half-applied survives.
-While a rewrite's check (4) compiles, the next rewrite is matched and applied on top of it
-(1-3); if the check fails, restoring its snapshot undoes both, and matching resumes as if
+While a rewrite's check (4) compiles and runs, the next rewrite is matched and applied on
+top of it (1-3); if the check fails, restoring its snapshot undoes both, and matching resumes as if
 the next had never been looked at, so every outcome is that of checking one at a time.
 After all passes, the whole optimized model is compared with the original.
 """
@@ -258,15 +258,27 @@ class _Optimizer:
             return _Staged(rewrite, snapshot, frontier, [], None, f"{type(e).__name__}: {e}")
         return _Staged(rewrite, snapshot, frontier, [copy.copy(t) for t in frontier], check)
 
+    def _start_check(self, staged: "_Staged") -> None:
+        """Draw the samples of a staged rewrite's check and start it running: its values are
+        computed while the next rewrite is staged. Checks start in the order they are
+        finished, so they draw the same samples as when checking one at a time."""
+        if staged.failure is not None or staged.check is None or staged.running is not None:
+            return
+        try:
+            staged.running = staged.check.start(self._samples(staged.frontier, staged.frontier_as_staged))
+        except Exception as e:  # compiling or running the region failed: never keep it
+            staged.snapshot.restore()
+            staged.failure = f"{type(e).__name__}: {e}"
+
     def _finish(self, staged: "_Staged") -> tuple[bool, float, str]:
-        """Run a staged rewrite's check: (kept, error, why not). A rewrite that fails it is
-        undone (with everything applied after it)."""
+        """A staged rewrite's check, to its end: (kept, error, why not). A rewrite that fails
+        it is undone (with everything applied after it)."""
+        self._start_check(staged)
         if staged.failure is not None:
             return False, float("inf"), staged.failure
         try:
-            error = staged.check.error(self._samples(staged.frontier, staged.frontier_as_staged)) \
-                if staged.check is not None else 0.0
-        except Exception as e:  # compiling or running the region failed: never keep it
+            error = staged.running.error() if staged.running is not None else 0.0
+        except Exception as e:  # running the region failed: never keep it
             staged.snapshot.restore()
             return False, float("inf"), f"{type(e).__name__}: {e}"
         if not error <= self.local_tolerance:
@@ -295,7 +307,7 @@ class _Optimizer:
 
     def run_pass(self, graph: Graph, p: Pass, failed: dict) -> int:
         """Apply `p` until it proposes nothing more, checking every rewrite. While one
-        rewrite's check compiles, the next is already matched and staged on top of it, as
+        rewrite's check compiles and runs, the next is matched and staged on top of it, as
         if it passed (they almost always do); when it fails, both are undone and matching
         goes on as if the next had never been looked at, so the outcome is the same as
         checking one at a time."""
@@ -314,6 +326,7 @@ class _Optimizer:
                         report.rolled_back.append({"where": "(matching)", "summary": "", "error": crash})
                     break
                 staged = self._stage(graph, proposal)
+            self._start_check(staged)
             ahead = None  # what matching finds once `staged` is in: the next rewrite, staged on top of it
             if staged.failure is None and applied + 1 < budget:
                 ahead_proposals = p.propose(graph)
@@ -454,6 +467,7 @@ class _Staged:
     frontier_as_staged: list[Tensor]       # shallow copies: the frontier's shapes and types when staged
     check: equivalence.RegionCheck | None  # None: the region hands nothing to the rest of the graph
     failure: str | None = None
+    running: equivalence.RunningCheck | None = None  # the check, once started
 
 
 def _merge_refusals(into: dict[str, list[str]], met: dict[str, list[str]]) -> None:
