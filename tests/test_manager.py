@@ -151,6 +151,26 @@ def test_a_failed_check_undoes_its_rewrite_and_the_one_staged_on_top_and_matchin
     assert report.verification.ok
 
 
+@pytest.mark.parametrize("wrong", [{1: 3.0}, {3: 3.0}, {5: 3.0}, {2: 3.0, 3: 3.0}, {2: 3.0, 4: 3.0}, {1: 3.0, 5: -1.0}])
+def test_any_look_ahead_gives_the_outcome_of_checking_one_rewrite_at_a_time(monkeypatch, wrong):
+    """With several rewrites staged on top of the first, whichever check fails (the first
+    of the queue, one behind it, two in a row) the model, the report and every error are
+    those of checking one rewrite at a time (LOOK_AHEAD = 1)."""
+    import jaxfuse.passes.manager as manager
+    outcomes = []
+    for depth in (1, 2, 3, 5):
+        monkeypatch.setattr(manager, "LOOK_AHEAD", depth)
+        optimized, report = optimize(relu_conv_chain_model(6), [MoveAFactorAcross(wrong)])
+        result = report.passes["test_move_a_factor_across"]
+        outcomes.append((report.rewrites, result.rolled_back, result.fused, report.max_rewrite_error,
+                         [op.outputs[0].name for op in optimized.main.ops],
+                         [t.data.tobytes() for t in optimized.main.tensors if t.is_constant]))
+        assert report.verification.ok
+    assert outcomes[0][2] == 5 - len(wrong) and len(outcomes[0][1]) == len(wrong)
+    for other in outcomes[1:]:
+        assert other == outcomes[0]
+
+
 def test_sample_errors_are_exact_where_the_arrays_own_type_overflows():
     from jaxfuse.numerics import sample_errors
     a = np.array([[3e38, 1.0], [1.0, 2.0]], np.float32)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from . import float16
 from .base import PASSES, Pass, Refusal, Rewrite
 
 MAX_ROUNDS = 10
+LOOK_AHEAD = 3  # rewrites staged at once (run_pass)
 
 
 @dataclass
@@ -287,78 +289,81 @@ class _Optimizer:
                                   f"> tolerance {self.local_tolerance:g}")
         return True, error, ""
 
-    def _next_proposal(self, proposals, p: Pass, failed: dict) -> tuple[Rewrite | None, dict, str | None]:
-        """Pull from `proposals` up to the next rewrite to try: (it or None when they are
-        exhausted, the refusals met on the way, why matching crashed or None)."""
-        refusals: dict[str, list[str]] = {}
+    def _next_proposal(self, matching: "_Matching", p: Pass, failed: dict) -> Rewrite | None:
+        """Pull from `matching` up to the next rewrite to try (None when it is exhausted),
+        keeping the refusals met on the way and why matching crashed."""
         while True:
             try:
-                proposal = next(proposals)
+                proposal = next(matching.proposals)
             except StopIteration:
-                return None, refusals, None
+                return None
             except Exception as e:  # a matcher bug must not take the whole run down; matching edits nothing
-                return None, refusals, f"the pass failed while matching: {type(e).__name__}: {e}"
+                matching.crash = f"the pass failed while matching: {type(e).__name__}: {e}"
+                return None
             if isinstance(proposal, Refusal):
-                where = refusals.setdefault(proposal.reason, [])
+                where = matching.refusals.setdefault(proposal.reason, [])
                 if proposal.where not in where:
                     where.append(proposal.where)
             elif (p.name, proposal.key) not in failed:
-                return proposal, refusals, None
+                return proposal
 
     def run_pass(self, graph: Graph, p: Pass, failed: dict) -> int:
-        """Apply `p` until it proposes nothing more, checking every rewrite. While one
-        rewrite's check compiles and runs, the next is matched and staged on top of it, as
-        if it passed (they almost always do); when it fails, both are undone and matching
-        goes on as if the next had never been looked at, so the outcome is the same as
-        checking one at a time."""
+        """Apply `p` until it proposes nothing more, checking every rewrite. Up to LOOK_AHEAD
+        rewrites are staged at once, each matched on the graph the ones before it leave, as
+        if they passed (they almost always do): while the first one's check runs, the next
+        ones' compile. Checks start in order, so they draw the same samples as one at a time.
+        When a check fails, restoring its snapshot undoes it and everything staged after it,
+        and matching goes on where it was before it, so the outcome is the same as checking
+        one rewrite at a time."""
         report = self.reports[p.name]
         budget = 4 * len(graph.ops) + 100  # a pass that keeps proposing after success must not spin forever
         applied = 0
-        proposals = p.propose(graph)
-        refusals: dict[str, list[str]] = {}
-        staged = None
+        matching: _Matching | None = _Matching(p.propose(graph))  # where the next rewrite comes from
+        queue: deque[_Queued] = deque()  # staged, each on top of the one before
         while True:
-            if staged is None:
-                proposal, met, crash = self._next_proposal(proposals, p, failed)
-                _merge_refusals(refusals, met)
-                if proposal is None:
-                    if crash:
-                        report.rolled_back.append({"where": "(matching)", "summary": "", "error": crash})
+            if not queue:
+                matching = matching or _Matching(p.propose(graph))  # matched anew on the changed graph
+                if not self._stage_next(graph, p, failed, matching, queue):
                     break
-                staged = self._stage(graph, proposal)
-            self._start_check(staged)
-            ahead = None  # what matching finds once `staged` is in: the next rewrite, staged on top of it
-            if staged.failure is None and applied + 1 < budget:
-                ahead_proposals = p.propose(graph)
-                ahead = (ahead_proposals, *self._next_proposal(ahead_proposals, p, failed))
-                ahead_staged = self._stage(graph, ahead[1]) if ahead[1] is not None else None
-            ok, error, why = self._finish(staged)
+            self._start_check(queue[0].staged)  # (a start that fails undoes the queue: nothing goes on top)
+            while len(queue) < LOOK_AHEAD and applied + len(queue) < budget and queue[0].staged.failure is None \
+                    and queue[-1].staged.failure is None:
+                tail = queue[-1]
+                tail.after = tail.after or _Matching(p.propose(graph))  # the graph as `tail` leaves it
+                if not self._stage_next(graph, p, failed, tail.after, queue):
+                    break
+            head = queue.popleft()
+            ok, error, why = self._finish(head.staged)
             self.checks_bar.update(1)
-            if not ok:  # undone (with what was staged on top); matching goes on where it was
-                failed[(p.name, staged.proposal.key)] = staged.proposal.region  # kept alive: ids never reused
-                report.rolled_back.append({"where": staged.proposal.where, "summary": staged.proposal.summary,
-                                           "error": why})
-                staged = None
+            if not ok:  # undone with everything staged after it; matching goes on where it was
+                failed[(p.name, head.staged.proposal.key)] = head.staged.proposal.region  # kept alive: ids never reused
+                report.rolled_back.append({"where": head.staged.proposal.where,
+                                           "summary": head.staged.proposal.summary, "error": why})
+                queue.clear()
+                matching = head.source
                 continue
             applied += 1
             self.max_error = max(self.max_error, error)
-            proposal = staged.proposal
+            proposal = head.staged.proposal
             self.rewrites.append({"pass": p.name, "where": proposal.where, "summary": proposal.summary,
                                   "error": error, **proposal.details})
+            matching = head.after
             if applied >= budget:
                 break
-            if ahead is None:  # matched anew on the changed graph
-                proposals, refusals, staged = p.propose(graph), {}, None
-                continue
-            proposals, ahead_proposal, refusals, crash = ahead
-            staged = ahead_staged
-            if ahead_proposal is None:
-                if crash:
-                    report.rolled_back.append({"where": "(matching)", "summary": "", "error": crash})
-                break
+        if matching is not None and matching.crash:
+            report.rolled_back.append({"where": "(matching)", "summary": "", "error": matching.crash})
         report.fused += applied
-        report.refused = refusals
+        report.refused = matching.refusals if matching is not None else {}
         return applied
+
+    def _stage_next(self, graph: Graph, p: Pass, failed: dict, matching: "_Matching", queue: deque) -> bool:
+        """Stage the next rewrite `matching` proposes at the end of `queue`; False when it
+        proposes nothing more."""
+        proposal = self._next_proposal(matching, p, failed)
+        if proposal is None:
+            return False
+        queue.append(_Queued(self._stage(graph, proposal), matching))
+        return True
 
     def run(self) -> None:
         failed: dict = {}
@@ -470,10 +475,22 @@ class _Staged:
     running: equivalence.RunningCheck | None = None  # the check, once started
 
 
-def _merge_refusals(into: dict[str, list[str]], met: dict[str, list[str]]) -> None:
-    for reason, where in met.items():
-        known = into.setdefault(reason, [])
-        known += [w for w in where if w not in known]
+@dataclass
+class _Matching:
+    """One run of a pass's matcher, over the graph as it was when it started: the
+    refusals it met so far and why it crashed, if it did."""
+    proposals: Iterator
+    refusals: dict[str, list[str]] = field(default_factory=dict)
+    crash: str | None = None
+
+
+@dataclass
+class _Queued:
+    """A staged rewrite, the matching it came from (where matching goes on if its check
+    fails), and the matching over the graph it leaves (once the next rewrite is looked for)."""
+    staged: _Staged
+    source: _Matching
+    after: _Matching | None = None
 
 
 def _float_activations(graph: Graph) -> set[str]:
