@@ -1178,7 +1178,7 @@ def console_main() -> None:
 
 def leave(status: int) -> None:
     """End the process with `status` without tearing the interpreter down. That teardown
-    (XLA's client and compiled programs, JAX's modules) took 0.15-0.25 s after an optimize
+    (XLA's client and compiled programs, JAX's modules) took 0.15-0.3 s after an optimize
     of ResNet50V2 (the command itself: 4-6 s) and saves nothing: every output file is
     already written, closed and renamed into place. Compilations still running are waited
     for (one may be writing JAX's persistent cache), then stdout and stderr are flushed. A

@@ -27,7 +27,7 @@ from .numerics import (convert_sample, dequantize, is_quantized_integer, json_sa
                        sample_errors, short_name, sqnr_db)
 from .memory import release_free_memory
 from .programs import PROGRAMS, RUN_COMPILER_OPTIONS
-from .samples import SampleSet, as_sample_set
+from .samples import as_sample_set
 from .segmented import Placement, SegmentedRun, stack_samples
 from . import progress
 

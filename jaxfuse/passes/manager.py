@@ -10,9 +10,10 @@ For each Rewrite a pass proposes:
      there, compare every tensor the region hands to the rest of the graph;
   5. keep it if the largest error is within tolerance, else restore the snapshot and
      report the rollback. Nothing half-applied survives.
-While a rewrite's check (4) compiles and runs, the next rewrite is matched and applied on
-top of it (1-3); if the check fails, restoring its snapshot undoes both, and matching resumes as if
-the next had never been looked at, so every outcome is that of checking one at a time.
+While a rewrite's check (4) compiles and runs, the next ones (up to LOOK_AHEAD in all) are
+matched and applied on top of it (1-3); if the check fails, restoring its snapshot undoes
+them all, and matching resumes as if they had never been looked at, so every outcome is
+that of checking one at a time.
 After all passes, the whole optimized model is compared with the original.
 """
 from __future__ import annotations
