@@ -24,14 +24,6 @@ class GraphError(ValueError):
     """A structural problem in a model (what `validate` reports)."""
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if array.flags.writeable:  # never freeze (or alias) an array the caller may still edit
-        array = array.copy()
-        array.flags.writeable = False
-    return array
-
-
 BUFFER_ALIGNMENT = 64  # XLA's CPU client uses a host array aligned to this in place instead of copying it
 
 
