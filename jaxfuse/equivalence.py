@@ -484,7 +484,7 @@ def region_check(before: Graph, after: Graph, frontier: list[Tensor], observed: 
                  size: int) -> "RegionCheck":
     """The check of a region's two versions on batches of `size` samples, lowered now and
     compiling in the background (the caller can prepare the next rewrite meanwhile)."""
-    return RegionCheck(_region_program(before, after, frontier, observed, size))
+    return _region_program(before, after, frontier, observed, size)
 
 
 class RegionCheck:
@@ -493,15 +493,23 @@ class RegionCheck:
     of the stage) reuses the program, found by structure without tracing it again
     (jaxfuse.segmented.structure_key)."""
 
-    def __init__(self, program: "_RegionProgram"):
-        self.program = program
+    def __init__(self, tensors: tuple[list[Tensor], list[Tensor]], executable):
+        # the values as they are now (buffers are immutable): a later rewrite that gives one of
+        # these tensors new data does not change what this check compares
+        self.arrays = ([t.data for t in tensors[0]], [t.data for t in tensors[1]])
+        self.executable = executable  # a Future while compiling
+
+    def compiled(self):
+        if hasattr(self.executable, "result"):
+            self.executable = self.executable.result()
+        return self.executable
 
     def start(self, samples: list[list[np.ndarray]]) -> "RunningCheck":
         """Run the check on `samples` (as many as it was made for). The program runs in the
         background: the caller can go on until it asks for the error."""
-        program = self.program
-        args = (program.params(0), program.params(1), *stack_samples(samples))
-        return RunningCheck(program.compiled()(*args))
+        import jax
+        args = (jax.device_put(self.arrays[0]), jax.device_put(self.arrays[1]), *stack_samples(samples))
+        return RunningCheck(self.compiled()(*args))
 
     def error(self, samples: list[list[np.ndarray]]) -> float:
         """start(samples).error()."""
@@ -531,28 +539,11 @@ class RunningCheck:
         return worst
 
 
-class _RegionProgram:
-    def __init__(self, tensors: tuple[list[Tensor], list[Tensor]], executable):
-        # the values as they are now (buffers are immutable): a later rewrite that gives one of
-        # these tensors new data does not change what this check compares
-        self.arrays = ([t.data for t in tensors[0]], [t.data for t in tensors[1]])
-        self.executable = executable
-
-    def params(self, side: int) -> list:
-        import jax
-        return jax.device_put(self.arrays[side])
-
-    def compiled(self):
-        if hasattr(self.executable, "result"):
-            self.executable = self.executable.result()
-        return self.executable
-
-
 _REGION_LAYOUTS: dict[str, tuple[str, list[int], list[int]]] = {}
 
 
 def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
-                    size: int) -> _RegionProgram:
+                    size: int) -> RegionCheck:
     """The (before, after) program of a region: found by structure, or lowered and compiling."""
     import jax
     from .programs import STATS
@@ -563,7 +554,7 @@ def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observe
     executable = PROGRAMS.find(layout[0]) if layout else None
     if executable is not None:
         STATS.reused_unlowered += 1
-        return _RegionProgram(([found[0][1][p] for p in layout[1]], [found[1][1][p] for p in layout[2]]), executable)
+        return RegionCheck(([found[0][1][p] for p in layout[1]], [found[1][1][p] for p in layout[2]]), executable)
     f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
     f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
     keys_before, keys_after = list(p_before), list(p_after)
@@ -588,7 +579,7 @@ def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observe
                                 [positions[1][id(t)] for t in tensors[1]])
         if len(_REGION_LAYOUTS) > 4 * MAX_REGION_LAYOUTS:
             _REGION_LAYOUTS.pop(next(iter(_REGION_LAYOUTS)))
-    return _RegionProgram((tensors[0], tensors[1]), PROGRAMS.submit(lowered, program_key))
+    return RegionCheck((tensors[0], tensors[1]), PROGRAMS.submit(lowered, program_key))
 
 
 MAX_REGION_LAYOUTS = 512
