@@ -64,6 +64,18 @@ def scale_input_channels(kind: str, weights, scale, input_shape=None):
     return weights * _along(per_column, INPUT_AXIS[kind], weights.ndim)
 
 
+def scale_input_channels_float32(kind: str, weights: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """scale_input_channels of float32 `weights` by a float64 `scale`, computed in float64
+    and rounded once to float32. Where every scale is a float32 value (|gamma| of a float32
+    batch norm is), the float64 product of two float32 values is exact (24 + 24 significant
+    bits fit in 53), so rounding it is float32 multiplication itself, bit for bit: then the
+    product is taken in float32, without a float64 copy of the weights."""
+    scale32 = scale.astype(np.float32)
+    if weights.dtype == np.float32 and np.array_equal(scale32, scale):
+        return scale_input_channels(kind, weights, scale32)
+    return scale_input_channels(kind, weights.astype(np.float64), scale).astype(np.float32)
+
+
 def input_shift_to_bias(kind: str, weights, bias, shift):
     """op(x + shift) == op(x) + delta for an op that sees no padding: returns b + delta.
 

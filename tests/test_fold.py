@@ -165,6 +165,31 @@ def test_scale_input_channels_fc_on_a_2d_input():
     close(fc_ref(x, fold.scale_input_channels("FULLY_CONNECTED", w, s), 0.0), fc_ref(x * s, w, 0.0))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("exact_scale", [True, False])
+def test_scale_input_channels_float32_is_the_float64_product_rounded_once(kind, exact_scale):
+    """Bit for bit what rounding the float64 product gives, for float32 scales (the float32
+    product) and for scales float32 cannot hold, across magnitudes: subnormal results,
+    overflow to infinity, zeros and signs."""
+    rng = np.random.default_rng(7)
+    shape = {"CONV_2D": (6, 3, 3, 8), "DEPTHWISE_CONV_2D": (1, 3, 3, 16), "TRANSPOSE_CONV": (6, 3, 3, 8),
+             "FULLY_CONNECTED": (6, 8)}[kind]
+    weights = (rng.standard_normal(shape) * 10.0 ** rng.integers(-40, 39, shape)).astype(np.float32)
+    weights.flat[:4] = [0.0, -0.0, 3e38, 1e-45]
+    scale = rng.standard_normal(8) * 10.0 ** rng.integers(-6, 6, 8)
+    scale[:3] = [0.0, -1e6, 2.5e-7]
+    scale = scale.astype(np.float32).astype(np.float64)  # float32 values (|gamma| of a float32 model)
+    if not exact_scale:
+        scale = scale * (1 + 2.0 ** -26)  # more significant bits than float32 has
+        assert not np.array_equal(scale.astype(np.float32), scale)
+    with np.errstate(over="ignore"):
+        expected = fold.scale_input_channels(kind, weights.astype(np.float64), scale).astype(np.float32)
+        got = fold.scale_input_channels_float32(kind, weights, scale)
+    assert got.dtype == np.float32
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert np.isinf(got).any() and (np.abs(got[(got != 0) & np.isfinite(got)]) < 1.2e-38).any()
+
+
 # ----------------------------------------------------------------------------------------
 # input_shift_to_bias: op(x + d) == op(x) with b' (no padding)
 # ----------------------------------------------------------------------------------------

@@ -491,12 +491,12 @@ class _Apply:
             act_beta = np.maximum(self.beta, 0) if self.act == ACT_RELU else self.beta
             const_value = np.where(self.constant, act_beta, 0)
         for op, _ in self.absorbers.weighted:
-            weights = op.inputs[1].data.astype(np.float64)
+            weights = op.inputs[1].data
             if const_value is not None and np.any(const_value):
-                new_bias = fold.input_shift_to_bias(op.type, weights, bias64(op), const_value)
+                new_bias = fold.input_shift_to_bias(op.type, weights.astype(np.float64), bias64(op), const_value)
                 set_constant(g, op, BIAS_INDEX[op.type], new_bias, op.outputs[0].name + "/bias")
             tensor = g.private_input(op, 1)
-            tensor.set_data(fold.scale_input_channels(op.type, weights, k).astype(np.float32))
+            tensor.set_data(fold.scale_input_channels_float32(op.type, weights, k))
 
 
 def _vector_constant(graph: Graph, like: Tensor, values: np.ndarray, suffix: str) -> Tensor:
