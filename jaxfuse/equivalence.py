@@ -70,23 +70,29 @@ def channel_statistics(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def activation_statistics(graph: Graph, sample: list[np.ndarray], run: SegmentedRun | None = None,
-                          batch: list[np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+                          batch: list[np.ndarray] | None = None,
+                          values: dict[str, np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
     """{tensor key: (mean, std) per channel (last axis), or None} of every float tensor of
     `graph` on one sample (see channel_statistics). The model runs segment by segment, so
     only one segment's activations exist at a time; `run` (a SegmentedRun of `graph` on one
     device) lets a later comparison reuse its programs, and `batch` (arrays with a leading
-    sample axis whose first sample is `sample`) makes them programs for that batch size."""
+    sample axis whose first sample is `sample`) makes them programs for that batch size.
+    `values`, when given, receives every value the run computes ({key: array with the
+    sample axis}), which a comparison on the same batch can take instead of computing
+    them again (compare's reference_values): then they all exist at once."""
     keys = tensor_keys(graph)
     floating = {keys[id(t)] for t in graph.tensors
                 if not t.is_constant and t.dtype is not None and t.dtype.kind == "f" and len(t.shape) >= 1}
     run = run or SegmentedRun(graph, keep=floating.__contains__)
     result = {}
     batch = [np.asarray(x)[None] for x in sample] if batch is None else batch
-    for values in run.run(batch, floating.__contains__):
-        for key, value in values.items():
-            value = np.asarray(value)[0]
-            if value.ndim >= 1 and value.size:
-                result[key] = channel_statistics(value)
+    for computed in run.run(batch, None if values is not None else floating.__contains__):
+        for key, value in computed.items():
+            value = np.asarray(value)
+            if values is not None:
+                values[key] = value
+            if key in floating and value[0].size:
+                result[key] = channel_statistics(value[0])
     release_free_memory()
     return result
 
@@ -292,7 +298,8 @@ def chunk_size(samples: int, bytes_per_sample: int, platform: str = "cpu") -> in
 def compare(reference: Model, candidate: Model, samples=None, *,
             tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
             max_lsb: float = DEFAULT_MAX_LSB, min_sqnr: float | None = None, devices=None,
-            chunk: int | None = None, reference_run: SegmentedRun | None = None) -> VerifyReport:
+            chunk: int | None = None, reference_run: SegmentedRun | None = None,
+            reference_values: dict[str, np.ndarray] | None = None) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
     two share by name. Both run segment by segment in lockstep (jaxfuse.segmented), so
     peak memory is a few segments' weights and activations, not two whole models'.
@@ -307,7 +314,10 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     The samples go in chunks of `chunk` (default: chunk_size) over `devices` (default:
     every local device); in a jax.distributed run each process computes its share of the
     chunks and every process returns the whole report. `reference_run`: a SegmentedRun of
-    the reference on one device whose compiled programs to reuse."""
+    the reference on one device whose compiled programs to reuse. `reference_values`: what
+    those programs computed on the first chunk's samples ({tensor key: array with the
+    sample axis}, see activation_statistics), taken instead of running the reference on
+    that chunk again when they hold every tensor it compares there; the dict is emptied."""
     import jax
     ga, gb = reference.main, candidate.main
     if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
@@ -365,12 +375,23 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     for run in (run_a, run_b):
         run.resident = resident
         run.options = options
+    # what these very programs computed on the first chunk before: the same numbers, not computed again
+    held = dict(reference_values or {})
+    if reference_values:
+        reference_values.clear()
+    if run_a is not reference_run or options is not None or not all(key in held for key in labels_a):
+        held = {}
     seen: set[str] = set()
     with progress.bar(total // process_count() or None, "comparing", "sample") as bar:
         for indices, valid in chunk_groups(chunks, used, size, total):
             batch_a = sample_set.take(indices)
             batch_b = _converted(batch_a, ga.inputs, gb.inputs)
-            for label, value_a, value_b in _paired_values(run_a, run_b, batch_a, batch_b, labels_a, labels_b):
+            known = None
+            if held and valid.all() and np.array_equal(indices, np.arange(len(next(iter(held.values()))))):
+                known = {key: held[key] for key in labels_a}
+            held = {}
+            for label, value_a, value_b in _paired_values(run_a, run_b, batch_a, batch_b, labels_a, labels_b,
+                                                          known):
                 a, b = np.asarray(value_a), np.asarray(value_b)
                 if a.shape == b.shape:
                     if valid.all():  # no padding samples in this chunk: no copies
@@ -447,11 +468,13 @@ def _converted(batch: list[np.ndarray], source: list[Tensor], target: list[Tenso
 
 
 def _paired_values(run_a: SegmentedRun, run_b: SegmentedRun, batch_a, batch_b, labels_a: dict[str, list[str]],
-                   labels_b: dict[str, list[str]]):
+                   labels_b: dict[str, list[str]], known_a: dict | None = None):
     """Yield (label, value in a, value in b) as soon as both graphs have computed a label's
     tensors. The two run segment by segment in lockstep, the one behind advancing first,
-    so only the few tensors computed by one and not yet by the other are held at a time."""
-    runs = [run_a.run(batch_a, labels_a.__contains__), run_b.run(batch_b, labels_b.__contains__)]
+    so only the few tensors computed by one and not yet by the other are held at a time.
+    `known_a`: a's values for this batch, computed before (a does not run)."""
+    runs = [iter([known_a]) if known_a is not None else run_a.run(batch_a, labels_a.__contains__),
+            run_b.run(batch_b, labels_b.__contains__)]
     labels = [labels_a, labels_b]
     pending: list[dict[str, object]] = [{}, {}]
     done = [False, False]

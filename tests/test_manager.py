@@ -291,3 +291,86 @@ def test_statistics_of_a_minus_infinity_pad_warn_nothing_and_feed_the_checks(rec
     _, report = optimize(b.build())
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     assert not [n for n in report.notes if "standard-normal samples only" in n]
+
+
+def _count_reference_runs(monkeypatch):
+    """How often compare runs the reference, and whether it took values computed before."""
+    import jaxfuse.equivalence as eq
+    calls = []
+    paired = eq._paired_values
+
+    def counting(run_a, run_b, batch_a, batch_b, labels_a, labels_b, known_a=None):
+        calls.append(known_a is not None)
+        return paired(run_a, run_b, batch_a, batch_b, labels_a, labels_b, known_a)
+    monkeypatch.setattr(eq, "_paired_values", counting)
+    return calls
+
+
+@pytest.mark.parametrize("fixture", ["resnet50v2_tiny", "resnet50v2_tiny_f16"])
+def test_the_final_check_takes_the_statistics_runs_values_with_the_same_outcome(monkeypatch, fixture):
+    """The statistics run computes the reference on the final check's first chunk: the check
+    takes those values instead of running the reference again, and reports what running it
+    reports, number for number, with the same model written."""
+    import os
+    import jaxfuse.passes.manager as manager
+    model = jaxfuse.load(os.path.join(os.path.dirname(__file__), "..", "examples", "models", f"{fixture}.tflite"))
+    calls = _count_reference_runs(monkeypatch)
+    optimized, report = optimize(model)
+    assert calls == [True] and report.rewrites
+    monkeypatch.setattr(manager, "HELD_VALUES_MIN_BYTES", -1)  # this fixture's activations outweigh its weights
+    calls.clear()
+    again, report_again = optimize(model)
+    assert calls == [False]
+    assert report.verification.to_dict() == report_again.verification.to_dict()
+    assert report.rewrites == report_again.rewrites
+    assert [t.data.tobytes() for t in optimized.main.tensors if t.is_constant] == \
+        [t.data.tobytes() for t in again.main.tensors if t.is_constant]
+
+
+def test_a_wrong_rewrite_is_caught_by_the_final_check_with_the_statistics_runs_values(monkeypatch):
+    import jaxfuse.equivalence as eq
+    monkeypatch.setattr(eq.RunningCheck, "error", lambda *args, **kw: 0.0)  # the local checks see nothing
+    calls = _count_reference_runs(monkeypatch)
+    with pytest.raises(VerificationError) as info:
+        optimize(conv_chain_model(), [DoubleTheWeights()])
+    assert calls == [True]
+    assert info.value.report.verification.first_divergent.name == "h"
+
+
+def test_compare_runs_the_reference_where_a_value_it_needs_was_let_go(monkeypatch):
+    from jaxfuse.equivalence import activation_statistics
+    from jaxfuse.lowering import tensor_keys
+    from jaxfuse.samples import as_sample_set
+    from jaxfuse.segmented import SegmentedRun
+    model = conv_chain_model()
+    candidate = model.copy()
+    candidate.main.private_input(candidate.main.ops[1], 2).set_data(np.full(2, 1.5, np.float32))  # y differs
+    samples = as_sample_set(jaxfuse.equivalence.random_inputs(model.main, 2), model.main.inputs)
+    calls = _count_reference_runs(monkeypatch)
+    expected = compare(model, candidate, samples, chunk=2).to_dict()
+    assert calls == [False]
+    for drop in (None, "h", "y"):
+        run = SegmentedRun(model.main)
+        values: dict = {}
+        activation_statistics(model.main, samples[0], run=run, batch=samples.batch(0, 2), values=values)
+        assert set(values) == set(tensor_keys(model.main)[id(t)] for t in model.main.tensors if not t.is_constant)
+        if drop:
+            del values[drop]
+        calls.clear()
+        assert compare(model, candidate, samples, chunk=2, reference_run=run, reference_values=values).to_dict() \
+            == expected
+        assert calls == [drop is None] and values == {}
+
+
+def test_held_values_are_let_go_once_no_op_reads_or_writes_their_tensor():
+    from jaxfuse.passes.manager import _let_go_of_replaced
+    model = relu_conv_chain_model(3)
+    graph = model.main
+    held = {name: np.zeros((1, *t.shape), np.float32) for name, t in
+            ((t.name, t) for t in graph.tensors if not t.is_constant)}
+    graph.ops[1].outputs[0].name += "+moved"   # h1 replaced
+    graph.ops[2].outputs[0].name += "+moved"   # h2 replaced, but it is the output: compared by position
+    held["h0"] = np.zeros((1, 9), np.float32)  # another shape: not the same tensor
+    _let_go_of_replaced(held, graph, {"h2"})
+    assert sorted(held) == ["h2", "x"]
+    _let_go_of_replaced(None, graph, set())  # nothing held: nothing to do

@@ -40,6 +40,7 @@ from .base import PASSES, Pass, Refusal, Rewrite
 
 MAX_ROUNDS = 10
 LOOK_AHEAD = 3  # rewrites staged at once (run_pass)
+HELD_VALUES_MIN_BYTES = 64 * 2**20  # the final check may reuse the statistics run's values up to this size, at least
 
 
 @dataclass
@@ -192,8 +193,11 @@ def _boundary(region_ops: list[Op], graph: Graph) -> tuple[list[Tensor], list[Te
 
 class _Optimizer:
     def __init__(self, model: Model, passes: list[Pass], local_tolerance: float,
-                 statistics: Callable[[], dict[int, tuple[np.ndarray, np.ndarray] | None]], seed: int):
+                 statistics: Callable[[], dict[int, tuple[np.ndarray, np.ndarray] | None]], seed: int,
+                 applied: Callable[[Graph], None] = lambda graph: None):
+        """`applied(graph)` is called after each rewrite that passed its check."""
         self.model = model
+        self._applied = applied
         self.passes = passes
         self.local_tolerance = local_tolerance
         self._statistics_source = statistics
@@ -348,6 +352,7 @@ class _Optimizer:
             proposal = head.staged.proposal
             self.rewrites.append({"pass": p.name, "where": proposal.where, "summary": proposal.summary,
                                   "error": error, **proposal.details})
+            self._applied(graph)
             matching = head.after
             if applied >= budget:
                 break
@@ -417,18 +422,25 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     # sample): then the check reuses the statistics run's programs, batch size included
     chunk = equivalence.chunk_size(len(samples), 2 * reference_run.bytes_per_sample(),
                                    reference_run.placement.devices[0].platform)
+    # and the final check takes the statistics run's values for that chunk instead of computing them again,
+    # where they take no more memory than the weights (or HELD_VALUES_MIN_BYTES): each value is let go once
+    # a rewrite has replaced its tensor, so what is left when the check starts is about what it compares
+    reference_values = {} if verify and pass_list and chunk * _activation_bytes(original.main) <= max(
+        reference_run.weight_bytes(), HELD_VALUES_MIN_BYTES) else None
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
         by_key = equivalence.activation_statistics(original.main, samples[0], run=reference_run,
-                                                   batch=samples.batch(0, chunk))
+                                                   batch=samples.batch(0, chunk), values=reference_values)
         keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
         timings["reference_run"] = time.perf_counter() - t
         return {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
 
     t = time.perf_counter()
-    optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed)
+    reference_outputs = {tensor_keys(original.main)[id(t)] for t in original.main.outputs}
+    optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed,
+                           applied=lambda graph: _let_go_of_replaced(reference_values, graph, reference_outputs))
     optimizer.run()
     weights16 = float16.restore(model.main, float16_origins) if float16_origins else None
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
@@ -439,7 +451,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     if verify and pass_list and optimizer.rewrites:
         t = time.perf_counter()
         verification = equivalence.compare(original, model, samples, tolerance=tolerance, chunk=chunk,
-                                           reference_run=reference_run)
+                                           reference_run=reference_run, reference_values=reference_values)
         timings["whole_model_check"] = time.perf_counter() - t
     elif verify and pass_list:
         notes.append("no rewrite was applied: the model is unchanged, so there was nothing to compare")
@@ -492,6 +504,25 @@ class _Queued:
     staged: _Staged
     source: _Matching
     after: _Matching | None = None
+
+
+def _activation_bytes(graph: Graph) -> int:
+    """Bytes of one sample's float activations (graph inputs included)."""
+    return sum(int(np.prod([max(int(d), 1) for d in t.shape])) * t.dtype.itemsize for t in graph.tensors
+               if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
+
+
+def _let_go_of_replaced(held: dict[str, np.ndarray] | None, graph: Graph, outputs: set[str]) -> None:
+    """Drop the held values whose tensor no op of `graph` reads or writes with that shape
+    any more: the final check, which pairs tensors by key, will not compare them. It pairs
+    the `outputs` (keys) by position: those stay. (A float16 weight's DEQUANTIZE output is a
+    constant while the passes run: it stays too.)"""
+    if not held:
+        return
+    keys = tensor_keys(graph)
+    present = {keys[id(t)]: tuple(t.shape) for op in graph.ops for t in [*op.inputs, *op.outputs] if t is not None}
+    for key in [key for key, value in held.items() if key not in outputs and present.get(key) != value.shape[1:]]:
+        del held[key]
 
 
 def _float_activations(graph: Graph) -> set[str]:
