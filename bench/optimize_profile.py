@@ -152,7 +152,7 @@ def resolve_model(name: str, model_dir: str) -> str:
     return os.path.join(model_dir, name if name.endswith((".tflite", ".circle")) else f"{name}.tflite")
 
 
-PHASES = ["read", "reference_run", "passes", "whole_model_check", "write"]
+PHASES = ["read", "import", "reference_run", "passes", "whole_model_check", "write"]
 
 
 def table(results: list[dict], trees: list[str]) -> str:

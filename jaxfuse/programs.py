@@ -278,6 +278,23 @@ def compile_for_check(fn, *args, **kw):
     return PROGRAMS.compile(fn, *args, **kw)
 
 
+def start_jax_in_background(backend: bool = True) -> None:
+    """Import JAX, and start its CPU (or accelerator) backend when `backend`, on a daemon
+    thread, so that a command reads its model meanwhile: each takes a few tenths of a
+    second, and reading is mostly file I/O and copies that leave the interpreter's lock
+    free. A later `import jax` or jax.devices() waits for this one. A failure is left to
+    that later call, which then reports it the usual way. Keep `backend` False when
+    jax.distributed.initialize is still to come (it must precede the backend)."""
+    def start():
+        try:
+            import jax
+            if backend:
+                jax.devices()
+        except Exception:
+            pass
+    threading.Thread(target=start, name="jaxfuse-start-jax", daemon=True).start()
+
+
 def default_cache_dir() -> str:
     """Where jaxfuse keeps compiled programs between runs: $JAXFUSE_CACHE_DIR, else
     $XDG_CACHE_HOME/jaxfuse/xla, else ~/.cache/jaxfuse/xla."""

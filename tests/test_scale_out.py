@@ -167,6 +167,9 @@ def test_distributed_verify_in_two_local_processes_gives_the_single_process_repo
             if p.poll() is None:
                 p.kill()
                 p.communicate()
+    # jaxfuse itself must join before anything starts JAX's backend (the command reads its models
+    # while JAX starts in the background: without the backend, in a distributed run)
+    assert not any("before any JAX calls" in err for _, err in results), [err[-2000:] for _, err in results]
     if any("cannot start jax.distributed" in err for _, err in results):
         pytest.skip("jax.distributed cannot start here: " + " / ".join(err.strip()[-300:] for _, err in results))
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
