@@ -46,25 +46,41 @@ TINY = os.path.join(ROOT, "examples", "models", "resnet50v2_tiny.tflite")
 REPORT_PEAK = "print('VmHWM', next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
 BASELINE = ("import jax, jaxfuse.cli, jaxfuse.passes, jaxfuse.equivalence; "
             "jaxfuse.memory.map_large_allocations(); jax.numpy.zeros(1).block_until_ready(); " + REPORT_PEAK)
-# Counts compilations through jax.monitoring (what jax itself reports), then runs the CLI.
+# Counts compilations through jax.monitoring (what jax itself reports), then runs the CLI. The
+# listeners are registered as jax's dispatch module loads, whenever and on whichever thread the
+# command imports jax, so the child starts as the console script does (jax not imported yet).
 COMMAND = """
-import json, sys, time
+import importlib.abc, importlib.machinery, json, sys, time
 start = time.perf_counter()
-import jax
-from jax._src import dispatch
 counts = {}
-def on_duration(event, seconds, **kw):
-    name = {dispatch.BACKEND_COMPILE_EVENT: "compile", dispatch.JAXPR_TRACE_EVENT: "trace",
-            dispatch.JAXPR_TO_MLIR_MODULE_EVENT: "lower"}.get(event)
-    if name:
-        n, s = counts.get(name, (0, 0.0))
-        counts[name] = (n + 1, s + seconds)
-def on_event(event, **kw):
-    if event == "/jax/compilation_cache/cache_hits":
-        n, s = counts.get("cache_hits", (0, 0.0))
-        counts["cache_hits"] = (n + 1, 0.0)
-jax.monitoring.register_event_duration_secs_listener(on_duration)
-jax.monitoring.register_event_listener(on_event)
+def listen(dispatch):
+    from jax._src import monitoring
+    names = {dispatch.BACKEND_COMPILE_EVENT: "compile", dispatch.JAXPR_TRACE_EVENT: "trace",
+             dispatch.JAXPR_TO_MLIR_MODULE_EVENT: "lower"}
+    def on_duration(event, seconds, **kw):
+        name = names.get(event)
+        if name:
+            n, s = counts.get(name, (0, 0.0))
+            counts[name] = (n + 1, s + seconds)
+    def on_event(event, **kw):
+        if event == "/jax/compilation_cache/cache_hits":
+            n, s = counts.get("cache_hits", (0, 0.0))
+            counts["cache_hits"] = (n + 1, 0.0)
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+class ListenOnceLoaded(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "jax._src.dispatch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            listen(module)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, ListenOnceLoaded())
 import jaxfuse.cli
 sys.argv = ["jaxfuse", *sys.argv[1:]]
 code = jaxfuse.cli.main()  # as the console script runs it (persistent compilation cache included)
