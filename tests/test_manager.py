@@ -374,3 +374,23 @@ def test_held_values_are_let_go_once_no_op_reads_or_writes_their_tensor():
     _let_go_of_replaced(held, graph, {"h2"})
     assert sorted(held) == ["h2", "x"]
     _let_go_of_replaced(None, graph, set())  # nothing held: nothing to do
+
+
+def test_values_are_held_only_where_the_final_check_would_compute_the_same_numbers(monkeypatch):
+    """Only on one device and below MANY_SAMPLES does the final check run the reference with
+    the statistics run's own programs; and only within the memory budget."""
+    import jax
+    import jaxfuse.passes.manager as manager
+    from jaxfuse.equivalence import MANY_SAMPLES
+    from jaxfuse.segmented import SegmentedRun
+    graph = conv_chain_model().main
+    run = SegmentedRun(graph)
+    assert manager._holds_reference_values(graph, run, 2, 2)
+    assert not manager._holds_reference_values(graph, run, MANY_SAMPLES, 2)
+    monkeypatch.setattr(manager, "HELD_VALUES_MIN_BYTES", 0)  # its activations outweigh its weights
+    assert not manager._holds_reference_values(graph, run, 2, 2)
+    monkeypatch.undo()
+    devices = jax.local_devices()
+    monkeypatch.setattr(jax, "local_devices", lambda: devices * 2)
+    assert not manager._holds_reference_values(graph, run, 2, 1)  # two chunks: two devices share them
+    assert manager._holds_reference_values(graph, run, 2, 2)       # one chunk: one device computes it

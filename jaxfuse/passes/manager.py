@@ -422,11 +422,11 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     # sample): then the check reuses the statistics run's programs, batch size included
     chunk = equivalence.chunk_size(len(samples), 2 * reference_run.bytes_per_sample(),
                                    reference_run.placement.devices[0].platform)
-    # and the final check takes the statistics run's values for that chunk instead of computing them again,
-    # where they take no more memory than the weights (or HELD_VALUES_MIN_BYTES): each value is let go once
-    # a rewrite has replaced its tensor, so what is left when the check starts is about what it compares
-    reference_values = {} if verify and pass_list and chunk * _activation_bytes(original.main) <= max(
-        reference_run.weight_bytes(), HELD_VALUES_MIN_BYTES) else None
+    # and the final check takes the statistics run's values for that chunk instead of computing them again
+    # (see _holds_reference_values): each value is let go once a rewrite has replaced its tensor, so what is
+    # left when the check starts is about what it compares
+    reference_values = {} if verify and pass_list and _holds_reference_values(original.main, reference_run,
+                                                                              len(samples), chunk) else None
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
@@ -506,10 +506,16 @@ class _Queued:
     after: _Matching | None = None
 
 
-def _activation_bytes(graph: Graph) -> int:
-    """Bytes of one sample's float activations (graph inputs included)."""
-    return sum(int(np.prod([max(int(d), 1) for d in t.shape])) * t.dtype.itemsize for t in graph.tensors
-               if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
+def _holds_reference_values(graph: Graph, reference_run: SegmentedRun, samples: int, chunk: int) -> bool:
+    """Whether the statistics run keeps its values of the final check's first chunk for the
+    check: where they take no more memory than the weights (or HELD_VALUES_MIN_BYTES), and
+    where the check runs the reference with the statistics run's programs (one device, a set
+    below equivalence.MANY_SAMPLES), so that they are the very numbers it would compute."""
+    import jax
+    activation_bytes = sum(int(np.prod([max(int(d), 1) for d in t.shape])) * t.dtype.itemsize
+                           for t in graph.tensors if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
+    return chunk * activation_bytes <= max(reference_run.weight_bytes(), HELD_VALUES_MIN_BYTES) \
+        and samples < equivalence.MANY_SAMPLES and (len(jax.local_devices()) == 1 or samples <= chunk)
 
 
 def _let_go_of_replaced(held: dict[str, np.ndarray] | None, graph: Graph, outputs: set[str]) -> None:
