@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -350,7 +351,7 @@ class Graph:
                 produced[id(t)] = op
         for t in self.tensors:
             if t.is_constant and t.dtype is not None:
-                expected = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
+                expected = math.prod(t.shape) * t.dtype.itemsize
                 if expected != t.buffer.nbytes:
                     raise GraphError(f"{where}: constant '{t.name}' of shape {list(t.shape)} needs "
                                      f"{expected} bytes, its buffer has {t.buffer.nbytes}")

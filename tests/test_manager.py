@@ -394,3 +394,30 @@ def test_values_are_held_only_where_the_final_check_would_compute_the_same_numbe
     monkeypatch.setattr(jax, "local_devices", lambda: devices * 2)
     assert not manager._holds_reference_values(graph, run, 2, 1)  # two chunks: two devices share them
     assert manager._holds_reference_values(graph, run, 2, 2)       # one chunk: one device computes it
+
+
+class EditTheOptionsInPlace(Pass):
+    """A wrong rewrite that edits the first conv's options dict in place, a nested list
+    included: the rollback must give back the options as they were."""
+    name = "test_edit_the_options_in_place"
+
+    def propose(self, graph):
+        conv = graph.ops[0]
+        if conv.options.get("strideW") != 1:
+            return
+
+        def apply():
+            conv.options["strideW"] = 2
+            conv.options["strideH"] = 2
+            conv.options["extra"].append(9)
+
+        yield Rewrite(key=("edit",), where=conv.outputs[0].name, region=[conv], apply=apply, summary="stride 2")
+
+
+def test_a_rolled_back_rewrite_gives_back_options_it_edited_in_place():
+    model = conv_chain_model()
+    model.main.ops[0].options["extra"] = [1, 2]
+    before = {k: (list(v) if isinstance(v, list) else v) for k, v in model.main.ops[0].options.items()}
+    optimized, report = optimize(model, [EditTheOptionsInPlace()])
+    assert report.passes["test_edit_the_options_in_place"].rolled_back
+    assert optimized.main.ops[0].options == before

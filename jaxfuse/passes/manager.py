@@ -133,11 +133,18 @@ def _quantized_tensor(model: Model) -> Tensor | None:
     return None
 
 
+def _copied(options: dict) -> dict:
+    """A deep copy of an op's options: a new dict, its scalar values shared (a snapshot is
+    taken before every rewrite, of every op, and deepcopy of each dict was most of its cost)."""
+    return {k: v if isinstance(v, (int, float, str, bytes, type(None))) else copy.deepcopy(v)
+            for k, v in options.items()}
+
+
 class _Snapshot:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.lists = (list(graph.ops), list(graph.tensors), list(graph.inputs), list(graph.outputs))
-        self.ops = [(op, list(op.inputs), list(op.outputs), op.options_type, copy.deepcopy(op.options), op.opcode)
+        self.ops = [(op, list(op.inputs), list(op.outputs), op.options_type, _copied(op.options), op.opcode)
                     for op in graph.ops]
         self.tensors = [(t, t.buffer, t.shape, t.shape_signature, t.name, t.type) for t in graph.tensors]
 
