@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__, io
 from .memory import map_large_allocations
+from .programs import wait_for_jax
 from .io import ModelError, read as _read_model, write as _write_model
 from .io.write import atomic_write
 from .ir import GraphError, Model, Tensor
@@ -494,6 +495,7 @@ def _run_run(args: argparse.Namespace) -> int:
         seed = 0 if args.seed is None else args.seed
         inputs = random_inputs(graph.inputs, seed, args.model)
         source = f"random, seed {seed}"
+    wait_for_jax()
     leader = _start(args)
 
     import jax  # deferred: jax is slow to import and only run needs it
@@ -595,6 +597,7 @@ def _run_optimize(args: argparse.Namespace) -> int:
     model = _validated(_load(args.input), args.input)
     read_time = time.perf_counter() - t0
     t = time.perf_counter()
+    wait_for_jax()
     from .equivalence import DEFAULT_TOLERANCE, VerificationError  # JAX: what is left of its start
     from .passes import DEFAULT_PIPELINE, PASSES, optimize
     import_time = time.perf_counter() - t
@@ -748,6 +751,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     _start_jax(args)
     a = _validated(_load(args.model_a), args.model_a)
     b = _validated(_load(args.model_b), args.model_b)
+    wait_for_jax()
     from .equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
     from .lowering import LoweringError
     if args.samples is not None and args.samples < 1:

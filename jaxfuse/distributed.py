@@ -12,6 +12,7 @@ the same report. A chunk's values do not depend on which process or device compu
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -57,9 +58,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def initialized() -> bool:
-    """Whether this process has joined a distributed run (jax.distributed.initialize)."""
-    from jax._src import distributed as jax_distributed
-    return jax_distributed.global_state.client is not None
+    """Whether this process has joined a distributed run (jax.distributed.initialize).
+    Imports nothing: a process that has not imported JAX's distributed module has joined
+    none, and JAX may be half imported on another thread (programs.start_jax_in_background)."""
+    state = getattr(sys.modules.get("jax._src.distributed"), "global_state", None)
+    return getattr(state, "client", None) is not None
 
 
 def process_index() -> int:

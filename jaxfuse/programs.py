@@ -278,21 +278,38 @@ def compile_for_check(fn, *args, **kw):
     return PROGRAMS.compile(fn, *args, **kw)
 
 
+_JAX_WHOLE = threading.Event()  # clear while start_jax_in_background is importing JAX
+_JAX_WHOLE.set()
+
+
 def start_jax_in_background(backend: bool = True) -> None:
     """Import JAX, and start its CPU (or accelerator) backend when `backend`, on a daemon
     thread, so that a command reads its model meanwhile: each takes a few tenths of a
     second, and reading is mostly file I/O and copies that leave the interpreter's lock
-    free. A later `import jax` or jax.devices() waits for this one. A failure is left to
-    that later call, which then reports it the usual way. Keep `backend` False when
+    free. Call wait_for_jax before using JAX on another thread. A failure is left to the
+    later use, which then reports it the usual way. Keep `backend` False when
     jax.distributed.initialize is still to come (it must precede the backend)."""
     def start():
         try:
             import jax
-            if backend:
-                jax.devices()
         except Exception:
-            pass
+            return
+        finally:
+            _JAX_WHOLE.set()
+        if backend:
+            try:
+                jax.devices()
+            except Exception:
+                pass
+    _JAX_WHOLE.clear()
     threading.Thread(target=start, name="jaxfuse-start-jax", daemon=True).start()
+
+
+def wait_for_jax() -> None:
+    """Wait until a start_jax_in_background has imported JAX whole: importing one of its
+    modules while another thread is still inside `import jax` can meet them half
+    initialized and fail (a later jax.devices() waits for the backend by itself)."""
+    _JAX_WHOLE.wait()
 
 
 def default_cache_dir() -> str:

@@ -404,6 +404,22 @@ def test_write_npz_keeps_any_tensor_name(tmp_path):
     assert os.listdir(tmp_path) == ["o.npz"]
 
 
+@pytest.mark.parametrize("command", [["optimize", "{bad}", "-o", "{out}"], ["verify", "{good}", "{bad}"],
+                                     ["run", "{bad}"], ["optimize", "{corrupt}", "-o", "{out}"]])
+def test_bad_model_through_the_real_entry_point_while_jax_starts(tmp_path, command):
+    """optimize, verify and run start JAX on a thread while they read: a model that fails at
+    once still ends in one line and status 2, however far that start has come."""
+    paths = {"bad": str(tmp_path / "missing.tflite"), "good": GOOD, "out": str(tmp_path / "x.circle"),
+             "corrupt": os.path.join(CORPUS, "truncated_half.tflite")}
+    argv = [part.format(**paths) for part in command]
+    for _ in range(3):  # the start is at a different point each time
+        proc = subprocess.run([sys.executable, "-m", "jaxfuse", *argv], capture_output=True, text=True, cwd=ROOT,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("jaxfuse: error: "), proc.stderr
+        assert os.listdir(tmp_path) == []
+
+
 def test_run_end_to_end_subprocess(tmp_path):
     lower_or_skip()
     proc = subprocess.run([sys.executable, "-m", "jaxfuse", "run", GOOD, "-o", str(tmp_path / "o.npz")],
