@@ -503,13 +503,6 @@ def check_region(before: Graph, after: Graph, frontier: list[Tensor], observed: 
     return region_check(before, after, frontier, observed, len(samples)).error(samples)
 
 
-def region_check(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
-                 size: int) -> "RegionCheck":
-    """The check of a region's two versions on batches of `size` samples, lowered now and
-    compiling in the background (the caller can prepare the next rewrite meanwhile)."""
-    return _region_program(before, after, frontier, observed, size)
-
-
 class RegionCheck:
     """Both versions of a region in one compiled program, vmapped over the samples.
     Parameters are flat arguments, so the same region elsewhere in the model (another block
@@ -565,9 +558,11 @@ class RunningCheck:
 _REGION_LAYOUTS: dict[str, tuple[str, list[int], list[int]]] = {}
 
 
-def _region_program(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
-                    size: int) -> RegionCheck:
-    """The (before, after) program of a region: found by structure, or lowered and compiling."""
+def region_check(before: Graph, after: Graph, frontier: list[Tensor], observed: list[Tensor],
+                 size: int) -> RegionCheck:
+    """The check of a region's two versions on batches of `size` samples: its program found
+    by structure, or lowered now and compiling in the background (the caller can prepare
+    the next rewrite meanwhile)."""
     import jax
     from .programs import STATS
     from .segmented import structure_key
