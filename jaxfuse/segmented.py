@@ -427,10 +427,14 @@ class SegmentedRun:
     def bytes_per_sample(self) -> int:
         """The most bytes one sample's activations take in one segment (its inputs and every
         tensor it computes): what a batch costs per sample."""
-        def size(t: Tensor) -> int:
-            return int(np.prod([max(int(d), 1) for d in t.shape])) * (t.dtype.itemsize if t.dtype is not None else 4)
-        return max((sum(size(t) for t in segment.inputs) + sum(size(t) for op in segment.ops for t in op.outputs)
-                    for segment in self.segments), default=sum(size(t) for t in self.graph.inputs))
+        return max((sum(map(sample_bytes, segment.inputs))
+                    + sum(sample_bytes(t) for op in segment.ops for t in op.outputs) for segment in self.segments),
+                   default=sum(map(sample_bytes, self.graph.inputs)))
+
+
+def sample_bytes(t: Tensor) -> int:
+    """Bytes of one sample's value of activation `t` (a dynamic dimension counted as 1)."""
+    return int(np.prod([max(int(d), 1) for d in t.shape])) * (t.dtype.itemsize if t.dtype is not None else 4)
 
 
 def stack_samples(samples: list[list[np.ndarray]]) -> list[np.ndarray]:

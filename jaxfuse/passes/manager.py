@@ -34,7 +34,7 @@ from ..memory import release_free_memory
 from ..numerics import random_input
 from ..programs import STATS
 from ..samples import as_sample_set
-from ..segmented import SegmentedRun
+from ..segmented import SegmentedRun, sample_bytes
 from . import float16
 from .base import PASSES, Pass, Refusal, Rewrite
 
@@ -519,8 +519,8 @@ def _holds_reference_values(graph: Graph, reference_run: SegmentedRun, samples: 
     where the check runs the reference with the statistics run's programs (one device, a set
     below equivalence.MANY_SAMPLES), so that they are the very numbers it would compute."""
     import jax
-    activation_bytes = sum(int(np.prod([max(int(d), 1) for d in t.shape])) * t.dtype.itemsize
-                           for t in graph.tensors if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
+    activation_bytes = sum(sample_bytes(t) for t in graph.tensors
+                           if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
     return chunk * activation_bytes <= max(reference_run.weight_bytes(), HELD_VALUES_MIN_BYTES) \
         and samples < equivalence.MANY_SAMPLES and (len(jax.local_devices()) == 1 or samples <= chunk)
 
