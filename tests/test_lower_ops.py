@@ -74,6 +74,41 @@ def test_conv_2d(check, rng, padding, stride, dilation):
     check(model, feeds)
 
 
+@pytest.mark.parametrize("padding", [SAME, VALID])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 3)])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_conv_2d_pointwise(check, rng, padding, stride, dilation):
+    """1x1 filters take the product path (nn._pointwise_conv): odd sizes with strides, both paddings."""
+    model, feeds = single_op("CONV_2D", [In(f32(rng, 2, 9, 7, 5)), f32(rng, 6, 1, 1, 5), f32(rng, 6)],
+                             {"padding": padding, "strideH": stride[0], "strideW": stride[1],
+                              "dilationHFactor": dilation, "dilationWFactor": dilation, "fusedActivationFunction": 1})
+    check(model, feeds)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_2d_pointwise_is_bit_identical_to_the_convolution(rng, stride):
+    """The product path computes the convolution's very sums: same bits as lax.conv_general_dilated
+    under the checks' compiler options, so switching paths changes no check's numbers."""
+    from jaxfuse.lowering import nn
+    from jaxfuse.programs import CHECK_COMPILER_OPTIONS
+    model, feeds = single_op("CONV_2D", [In(f32(rng, 2, 14, 14, 96)), f32(rng, 160, 1, 1, 96)],
+                             {"padding": SAME, "strideH": stride, "strideW": stride})
+    fn, params = lower(model)
+    ctx = type("Ctx", (), {"opt": staticmethod(lambda name: {"strideH": stride, "strideW": stride,
+                                                             "padding": SAME}.get(name, 1))})()
+
+    def as_convolution(x, w):
+        return nn._conv(ctx, x, w, "OHWI", 1, (1, 1))
+    x, w = feeds[0], model.main.ops[0].inputs[1].data
+    lowered = jax.jit(fn).lower(params, x)
+    assert "dot_general" in lowered.as_text() and "convolution" not in lowered.as_text()
+    product = lowered.compile(compiler_options=CHECK_COMPILER_OPTIONS)(params, x)[0]
+    convolution = jax.jit(as_convolution).lower(x, w).compile(compiler_options=CHECK_COMPILER_OPTIONS)(x, w)
+    assert product.shape == convolution.shape == (2, 14 // stride, 14 // stride, 160)
+    np.testing.assert_array_equal(np.asarray(product), np.asarray(convolution))
+    assert np.abs(np.asarray(product)).max() > 0
+
+
 def test_conv_2d_grouped(check, rng):
     model, feeds = single_op("CONV_2D", [In(f32(rng, 1, 6, 6, 4)), f32(rng, 6, 3, 3, 2), f32(rng, 6)])
     check(model, feeds)

@@ -44,11 +44,28 @@ def _conv(ctx: Ctx, x, w, rhs_spec: str, groups: int, dilation: tuple[int, int])
                                     feature_group_count=groups, precision=HIGHEST)
 
 
+def _pointwise_conv(ctx: Ctx, x, w):
+    """An ungrouped 1x1 convolution as a product over the channel axis. The same sums (XLA
+    CPU runs both as an Eigen contraction: the same bits on ResNet50V2's shapes; a 1x1
+    input, as in a classifier head, may sum in another order), but a convolution's filter
+    is transposed to [I, O] on every run, while a product reads the [O, I] filter as it is.
+    A 1x1 window never pads, so SAME and VALID agree and the stride is a slice; dilation
+    does not apply."""
+    strides = _strides(ctx)
+    for size, stride in zip(x.shape[1:3], strides):
+        window_padding(ctx, size, 1, stride)  # checks the padding option
+    if strides != (1, 1):
+        x = x[:, ::strides[0], ::strides[1], :]
+    return lax.dot_general(x, w.reshape(w.shape[0], w.shape[3]), (((3,), (1,)), ((), ())), precision=HIGHEST)
+
+
 @register("CONV_2D")
 def conv_2d(ctx, x, w, bias=None):
     """Cross-correlation of NHWC x with OHWI w (groups = C / I) with padding, stride, dilation; + bias, activation."""
     if x.shape[3] % w.shape[3]:
         raise ctx.error(f"input channels {x.shape[3]} are not a multiple of the filter's {w.shape[3]}")
+    if w.shape[1] == w.shape[2] == 1 and x.shape[3] == w.shape[3]:
+        return _finish(ctx, _pointwise_conv(ctx, x, w), bias)
     dilation = (ctx.opt("dilationHFactor"), ctx.opt("dilationWFactor"))
     return _finish(ctx, _conv(ctx, x, w, "OHWI", x.shape[3] // w.shape[3], dilation), bias)
 
