@@ -573,8 +573,8 @@ def region_check(before: Graph, after: Graph, frontier: list[Tensor], observed: 
     if executable is not None:
         STATS.reused_unlowered += 1
         return RegionCheck(([found[0][1][p] for p in layout[1]], [found[1][1][p] for p in layout[2]]), executable)
-    f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed)
-    f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed)
+    f_before, p_before = lower_graph(before, inputs=frontier, outputs=observed, on_device=False)
+    f_after, p_after = lower_graph(after, inputs=frontier, outputs=observed, on_device=False)
     keys_before, keys_after = list(p_before), list(p_after)
     del p_before, p_after
     tensors = []

@@ -303,9 +303,9 @@ def _lower_segment(graph: Graph, segment: Segment, keys: dict[int, str], order: 
     position = {id(t): i for i, t in enumerate(order)}
     produced = wanted
     outputs = list({id(t): t for t in [*wanted, *segment.carry]}.values())
-    fn, params = lower_graph(graph, inputs=segment.inputs, outputs=outputs, all_tensors=True)
+    fn, params = lower_graph(graph, inputs=segment.inputs, outputs=outputs, all_tensors=True, on_device=False)
     param_keys = list(params)  # in order of first use: the same for the same structure
-    del params  # the device copies: put anew each time the segment runs
+    del params  # put on the devices each time the segment runs
     by_key = {keys[id(t)]: t for t in graph.tensors}
     param_tensors = [by_key[k] for k in param_keys]
     carry_keys = [keys[id(t)] for t in segment.carry]

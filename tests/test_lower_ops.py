@@ -584,6 +584,21 @@ def test_sub_region_and_all_tensors(rng, run_jax):
         lower_graph(jaxfuse.Graph(g.tensors, g.ops[1:], g.inputs, [pooled]))
 
 
+def test_params_left_on_the_host(rng):
+    """on_device=False hands back the tensors' own arrays (no copy) under the same keys and
+    order, and fn computes the same values from them."""
+    model = _conv_model(rng)
+    fn, on_device = lower(model)
+    _, on_host = lower_graph(model.main, on_device=False)
+    assert list(on_host) == list(on_device)
+    keys = tensor_keys(model.main)
+    by_key = {keys[id(t)]: t for t in model.main.tensors}
+    assert all(isinstance(value, np.ndarray) and np.shares_memory(value, by_key[key].buffer.data)
+               for key, value in on_host.items())
+    x = f32(rng, 1, 6, 6, 2)
+    np.testing.assert_array_equal(jax.jit(fn)(on_host, x)[0], jax.jit(fn)(on_device, x)[0])
+
+
 def test_wrong_input_shape_is_reported(rng):
     fn, params = lower(_conv_model(rng))
     with pytest.raises(LoweringError, match=r"op 0 \(CONV_2D, output 'conv'\): lowered shape \[1, 7, 7, 3\]"):

@@ -230,13 +230,15 @@ def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
 
 
 def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: Sequence[Tensor] | None = None,
-                all_tensors: bool = False):
+                all_tensors: bool = False, on_device: bool = True):
     """Lower `graph` (or the region between `inputs` and `outputs`) to `(fn, params)`.
 
     `fn(params, *input_arrays)` is pure and jit-able. It returns a tuple of arrays in
     `outputs` order, or with all_tensors=True a dict {tensor key: array} of every
     evaluated non-constant tensor. `params` holds every floating-point constant the
-    lowered ops read, keyed as in `tensor_keys(graph)`.
+    lowered ops read, keyed as in `tensor_keys(graph)`: device copies, or with
+    on_device=False the tensors' own host arrays (no copy, for a caller that places
+    them itself).
     """
     inputs = list(graph.inputs if inputs is None else inputs)
     outputs = list(graph.outputs if outputs is None else outputs)
@@ -253,8 +255,8 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
         if t is None or not t.is_constant or id(t) in given:
             continue
         if _is_parameter(t):
-            if keys[id(t)] not in params:
-                params[keys[id(t)]] = jax.device_put(t.data)  # one copy (jnp.asarray makes two of a read-only view)
+            if keys[id(t)] not in params:  # device_put: one copy (jnp.asarray makes two of a read-only view)
+                params[keys[id(t)]] = jax.device_put(t.data) if on_device else t.data
         else:
             static[id(t)] = t.data
 
