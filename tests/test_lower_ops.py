@@ -89,16 +89,16 @@ def test_conv_2d_pointwise(check, rng, padding, stride, dilation):
 def test_conv_2d_pointwise_is_bit_identical_to_the_convolution(rng, stride):
     """The product path computes the convolution's very sums: same bits as lax.conv_general_dilated
     under the checks' compiler options, so switching paths changes no check's numbers."""
-    from jaxfuse.lowering import nn
+    from jax import lax
+
     from jaxfuse.programs import CHECK_COMPILER_OPTIONS
     model, feeds = single_op("CONV_2D", [In(f32(rng, 2, 14, 14, 96)), f32(rng, 160, 1, 1, 96)],
                              {"padding": SAME, "strideH": stride, "strideW": stride})
     fn, params = lower(model)
-    ctx = type("Ctx", (), {"opt": staticmethod(lambda name: {"strideH": stride, "strideW": stride,
-                                                             "padding": SAME}.get(name, 1))})()
 
-    def as_convolution(x, w):
-        return nn._conv(ctx, x, w, "OHWI", 1, (1, 1))
+    def as_convolution(x, w):  # 14 is a multiple of the stride: SAME pads nothing
+        return lax.conv_general_dilated(x, w, (stride, stride), [(0, 0), (0, 0)],
+                                        dimension_numbers=("NHWC", "OHWI", "NHWC"), precision=lax.Precision.HIGHEST)
     x, w = feeds[0], model.main.ops[0].inputs[1].data
     lowered = jax.jit(fn).lower(params, x)
     assert "dot_general" in lowered.as_text() and "convolution" not in lowered.as_text()
