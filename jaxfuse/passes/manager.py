@@ -519,8 +519,7 @@ def _holds_reference_values(graph: Graph, reference_run: SegmentedRun, samples: 
     where the check runs the reference with the statistics run's programs (one device, a set
     below equivalence.MANY_SAMPLES), so that they are the very numbers it would compute."""
     import jax
-    activation_bytes = sum(sample_bytes(t) for t in graph.tensors
-                           if not t.is_constant and t.dtype is not None and t.dtype.kind == "f")
+    activation_bytes = sum(sample_bytes(t) for t in graph.tensors if _is_float_activation(t))
     return chunk * activation_bytes <= max(reference_run.weight_bytes(), HELD_VALUES_MIN_BYTES) \
         and samples < equivalence.MANY_SAMPLES and (len(jax.local_devices()) == 1 or samples <= chunk)
 
@@ -538,9 +537,13 @@ def _let_go_of_replaced(held: dict[str, np.ndarray] | None, graph: Graph, output
         del held[key]
 
 
+def _is_float_activation(t: Tensor) -> bool:
+    return not t.is_constant and t.dtype is not None and t.dtype.kind == "f"
+
+
 def _float_activations(graph: Graph) -> set[str]:
     keys = tensor_keys(graph)
-    return {keys[id(t)] for t in graph.tensors if not t.is_constant and t.dtype is not None and t.dtype.kind == "f"}
+    return {keys[id(t)] for t in graph.tensors if _is_float_activation(t)}
 
 
 class _RewriteInvalid(Exception):
