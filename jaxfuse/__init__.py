@@ -6,6 +6,10 @@
     jaxfuse.verify(m, m2)                      # VerifyReport: errors, first divergent tensor
     jaxfuse.save(m2, "model_fused.circle")     # format by extension
 """
+from . import xla as _xla
+
+_xla.apply_to_environment()  # before JAX's backend starts: see jaxfuse.xla
+
 from .io import ModelError, read as load, write as save
 from .ir import Buffer, Graph, GraphError, Model, Op, OpCode, Quantization, Tensor
 
@@ -16,6 +20,12 @@ def lower(model, graph_index: int = 0):
     """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs)."""
     from .lowering import lower as _lower
     return _lower(model, graph_index)
+
+
+def jit(fn, **jit_options):
+    """jax.jit with the compiler settings under which jaxfuse's programs give LiteRT's answers
+    (jaxfuse.xla): use it for programs of lowered models."""
+    return _xla.jit(fn, **jit_options)
 
 
 def optimize(model, passes=None, **options):
@@ -34,4 +44,4 @@ def verify(reference, candidate, inputs=None, **options):
 
 
 __all__ = ["Buffer", "Graph", "GraphError", "Model", "ModelError", "Op", "OpCode", "Quantization", "Tensor",
-           "load", "lower", "optimize", "save", "verify", "__version__"]
+           "jit", "load", "lower", "optimize", "save", "verify", "__version__"]

@@ -22,18 +22,19 @@ Factory = Callable[[], Runner]  # makes a fresh instance of a model on a runtime
 
 
 def xla_factory(model: Model, device: str = "cpu") -> Factory:
-    """jax.jit on `device` ("cpu" or "gpu"), compiled once; each instance places the weights
+    """jax.jit (jaxfuse.xla.jit) on `device` ("cpu" or "gpu"), compiled once; each instance places the weights
     and inputs on the device anew. An instance runs one blocking inference."""
     import jax
 
     from .lowering import lower
+    from .xla import jit
 
     target = jax.devices(device)[0]
     fn, host_params = lower(model)
     host_params = {k: np.asarray(v) for k, v in host_params.items()}
     host_inputs = random_inputs(model.main, 1)[0]
     placed = jax.device_put((host_params, host_inputs), target)  # compiles for `target`
-    compiled = jax.jit(fn).lower(placed[0], *placed[1]).compile()
+    compiled = jit(fn).lower(placed[0], *placed[1]).compile()  # jaxfuse.xla's settings: LiteRT's answers
     del placed
 
     def make() -> Runner:

@@ -32,18 +32,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .xla import SAFE_COMPILER_OPTIONS, YNN_FLAG, YNN_INDIVIDUAL_OPS
+
 CHECK_COMPILER_OPTIONS = {
     "xla_backend_optimization_level": 0,        # LLVM -O0
     "xla_cpu_use_fusion_emitters": False,       # classic emitters: ~3x less compile time at -O0
     "xla_cpu_parallel_codegen_split_count": 1,  # one LLVM module: ~2x less for small programs
-    # no YNNPACK fusions: they prepare each convolution on an executable's first run, which
-    # costs as much as the run itself (ResNet50V2: 0.37 s -> 0.14 s for a first run)
-    "xla_cpu_experimental_ynn_fusion_type": "",
+    # no YNNPACK fusions: they miscompile (jaxfuse.xla), and they prepare each convolution on an
+    # executable's first run, which costs as much as the run itself (ResNet50V2: 0.37 s -> 0.14 s)
+    **SAFE_COMPILER_OPTIONS,
 }
 # For programs that run many times (a comparison over a large data set): XLA's optimizations,
 # still without YNNPACK's fusions (ResNet50V2, 4 samples a batch, 2 CPU cores: 0.043 s a sample
 # against 0.071 s with the check options and 0.053 s with XLA's defaults; ~1.5 s to compile).
-RUN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+RUN_COMPILER_OPTIONS = dict(SAFE_COMPILER_OPTIONS)
 MAX_PROGRAMS = 512  # executables kept (code only: weights are arguments)
 COMPILE_THREADS = max(1, min(2, os.cpu_count() or 1))
 _UNSUPPORTED_OPTIONS: set[str] = set()  # options this jaxlib does not know
@@ -101,11 +103,13 @@ def _device_text(shardings) -> str:
 def effective_options(text: str, options: dict) -> dict:
     """`options` for the program `text`. A quantized model's exact integer products are
     float64 convolutions and dots (lowering/fixed_point.exact_integer_product), which XLA
-    CPU runs fast only through YNNPACK: for those YNNPACK's fusions stay on (without them,
-    ResNet50V2 int8 against its float model: 27 s for 2 samples instead of 5 s)."""
-    if "xla_cpu_experimental_ynn_fusion_type" in options and "f64" in text and (
+    CPU runs fast only through YNNPACK: those programs hand each convolution and dot to
+    YNNPACK on its own (xla.YNN_INDIVIDUAL_OPS), without the fusions of neighbouring ops
+    that miscompile (ResNet50V2 int8 against its float model without YNNPACK: 27 s for 2
+    samples instead of 5 s)."""
+    if options.get(YNN_FLAG) == "" and "f64" in text and (
             "stablehlo.convolution" in text or "stablehlo.dot_general" in text):
-        return {k: v for k, v in options.items() if k != "xla_cpu_experimental_ynn_fusion_type"}
+        return {**options, YNN_FLAG: YNN_INDIVIDUAL_OPS}
     return options
 
 

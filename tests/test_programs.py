@@ -177,9 +177,10 @@ def test_optimize_reports_its_compilations():
     assert "XLA programs:" in report.format_text()
 
 
-def test_float64_products_keep_ynnpack_fusions():
+def test_float64_products_use_ynnpack_for_single_ops_only():
     """A quantized model's exact integer products are float64 convolutions, which XLA CPU runs
-    fast only through YNNPACK: their programs keep its fusions, others have them off."""
+    fast only through YNNPACK: their programs hand single convolutions and dots to it, never
+    its fusions of neighbouring ops (jaxfuse.xla); other programs have it off."""
     import jax
     import jax.numpy as jnp
 
@@ -199,5 +200,7 @@ def test_float64_products_keep_ynnpack_fusions():
                                    jax.ShapeDtypeStruct((3, 1, 1, 2), jnp.float32)).as_text()
     key = "xla_cpu_experimental_ynn_fusion_type"
     assert key in CHECK_COMPILER_OPTIONS
-    assert key not in effective_options(quantized, CHECK_COMPILER_OPTIONS)
+    assert effective_options(quantized, CHECK_COMPILER_OPTIONS)[key] == \
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+    assert CHECK_COMPILER_OPTIONS[key] == ""
     assert effective_options(floating, CHECK_COMPILER_OPTIONS) == CHECK_COMPILER_OPTIONS
