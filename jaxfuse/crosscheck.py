@@ -1,0 +1,175 @@
+"""An independent cross-check: jaxfuse's values against LiteRT's on the same inputs.
+
+jaxfuse proves rewrites with XLA, so a compiler bug that hits both sides of a check goes
+unseen there (jaxfuse.xla has one). LiteRT shares no code with XLA: comparing every tensor
+the two compute names where they part. Outputs decide the verdict; among the other
+tensors the first one (in op order) beyond the tolerance is reported, to localize a
+disagreement.
+
+    report = crosscheck(model, inputs)          # a list of arrays in graph-input order
+    print(report.format_text()); report.agrees
+
+Float tensors agree when their largest difference is within `tolerance` of the LiteRT
+tensor's scale, or within LiteRT's own spread on that output (its default XNNPACK delegate
+against its builtin kernels, measured on the same inputs); quantized tensors when they are
+at most `max_lsb` steps apart.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .ir import Model
+from .numerics import is_quantized_integer, relative_to_scale, short_name
+
+DEFAULT_TOLERANCE = 1e-4   # of the output's scale
+DEFAULT_MAX_LSB = 1
+
+
+class CrosscheckError(ValueError):
+    """The cross-check cannot run (no LiteRT, or LiteRT cannot run the model)."""
+
+
+@dataclass
+class TensorComparison:
+    name: str
+    shape: list[int]
+    quantized: bool
+    max_abs_error: float     # LSB for quantized tensors
+    scale: float             # max |LiteRT value| (0 for quantized tensors)
+    rel_error: float         # max_abs_error / scale for floats, the LSB count for quantized ones
+    litert_spread: float | None = None  # outputs only: LiteRT XNNPACK vs builtin, same measure
+    agrees: bool = True
+
+
+@dataclass
+class CrosscheckReport:
+    engine: str
+    tolerance: float
+    max_lsb: int
+    outputs: list[TensorComparison]
+    tensors_compared: int = 0
+    diverging: list[TensorComparison] = field(default_factory=list)  # non-output tensors beyond tolerance
+
+    @property
+    def agrees(self) -> bool:
+        return all(o.agrees for o in self.outputs)
+
+    @property
+    def first_divergence(self) -> TensorComparison | None:
+        return self.diverging[0] if self.diverging else None
+
+    def to_dict(self) -> dict:
+        first = self.first_divergence
+        return {"engine": self.engine, "agrees": self.agrees, "tolerance": self.tolerance, "max_lsb": self.max_lsb,
+                "outputs": [asdict(o) for o in self.outputs], "tensors_compared": self.tensors_compared,
+                "diverging_tensors": len(self.diverging), "first_divergence": None if first is None else asdict(first)}
+
+    def format_text(self) -> str:
+        lines = [f"against {self.engine}: {'agrees' if self.agrees else 'DISAGREES'} "
+                 f"({self.tensors_compared} tensors compared; tolerance {self.tolerance:g} of the scale, "
+                 f"{self.max_lsb} LSB for quantized tensors)"]
+        for o in self.outputs:
+            measure = f"{o.max_abs_error:g} LSB" if o.quantized else f"relative {o.rel_error:.3g}"
+            spread = "" if o.litert_spread is None else f", LiteRT's own spread {o.litert_spread:.3g}"
+            lines.append(f"  output '{short_name(o.name)}': {measure}{spread}: "
+                         f"{'agrees' if o.agrees else 'DISAGREES'}")
+        first = self.first_divergence
+        if first is not None:
+            measure = f"{first.max_abs_error:g} LSB" if first.quantized else f"relative {first.rel_error:.3g}"
+            lines.append(f"  first tensor beyond the tolerance: '{short_name(first.name)}' ({measure}; "
+                         f"{len(self.diverging)} in all)")
+        return "\n".join(lines)
+
+
+def _compare(name: str, ours: np.ndarray, theirs: np.ndarray, quantized: bool) -> TensorComparison:
+    if quantized:
+        if ours.shape != theirs.shape:
+            lsb = float("inf")
+        else:
+            lsb = float(np.max(np.abs(ours.astype(np.int64) - theirs.astype(np.int64)), initial=0))
+        return TensorComparison(name, list(theirs.shape), True, lsb, 0.0, lsb)
+    if ours.shape != theirs.shape:
+        return TensorComparison(name, list(theirs.shape), False, float("inf"), 0.0, float("inf"))
+    wide = np.complex128 if "c" in (ours.dtype.kind, theirs.dtype.kind) else np.float64
+    ours, theirs = ours.astype(wide), theirs.astype(wide)
+    with np.errstate(invalid="ignore"):
+        same = (ours == theirs) | (np.isnan(ours) & np.isnan(theirs))  # equal infinities and NaNs agree
+        diff = np.where(same, 0.0, np.abs(ours - theirs))
+    abs_err = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
+    finite = np.abs(theirs[np.isfinite(theirs)])
+    scale = float(finite.max(initial=0.0))
+    return TensorComparison(name, list(theirs.shape), False, abs_err, scale, relative_to_scale(abs_err, scale))
+
+
+def _litert_tensors(content: bytes, inputs: list[np.ndarray], builtin: bool, keep_all: bool):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
+    interp = Interpreter(model_content=content, experimental_op_resolver_type=resolver,
+                         experimental_preserve_all_tensors=keep_all)
+    details = interp.get_input_details()
+    if len(details) != len(inputs):
+        raise CrosscheckError(f"the model has {len(details)} inputs, {len(inputs)} were given")
+    for d, x in zip(details, inputs):
+        if tuple(d["shape"]) != np.shape(x):
+            interp.resize_tensor_input(d["index"], np.shape(x))
+    interp.allocate_tensors()
+    for d, x in zip(details, inputs):
+        interp.set_tensor(d["index"], np.asarray(x, d["dtype"]))
+    interp.invoke()
+    return interp
+
+
+def crosscheck(model: Model, inputs: list[np.ndarray], tolerance: float = DEFAULT_TOLERANCE,
+               max_lsb: int = DEFAULT_MAX_LSB) -> CrosscheckReport:
+    """Run `model`'s main subgraph on `inputs` (one sample, graph-input order) in jaxfuse (compiled
+    as its checks are, jaxfuse.xla's settings) and in LiteRT's builtin kernels, and compare every tensor both
+    compute. Raises CrosscheckError when LiteRT is missing or refuses the model."""
+    try:
+        import ai_edge_litert  # noqa: F401
+    except ImportError:
+        raise CrosscheckError("the LiteRT cross-check needs ai-edge-litert (pip install ai-edge-litert)") from None
+    from .io import to_bytes
+    from .lowering import lower_graph
+    from .lowering.core import tensor_keys
+    from .programs import PROGRAMS
+
+    graph = model.main
+    content = to_bytes(model, "tflite")
+    try:
+        reference = _litert_tensors(content, inputs, builtin=True, keep_all=True)
+        delegated = _litert_tensors(content, inputs, builtin=False, keep_all=False)
+    except CrosscheckError:
+        raise
+    except Exception as e:  # LiteRT raises RuntimeError / ValueError with its own text
+        raise CrosscheckError(f"LiteRT cannot run the model: {str(e).strip().splitlines()[-1]}") from None
+    fn, params = lower_graph(graph, all_tensors=True)
+    executable = PROGRAMS.compile(fn, params, *inputs)  # run once: compiled for checks (programs.py)
+    ours = {k: np.asarray(v) for k, v in executable(params, *inputs).items()}
+    keys = tensor_keys(graph)
+    output_ids = {id(t) for t in graph.outputs}
+    report = CrosscheckReport("LiteRT (builtin kernels)", tolerance, max_lsb, [])
+    for index, t in enumerate(graph.tensors):
+        key = keys[id(t)]
+        if key not in ours or id(t) in {id(x) for x in graph.inputs}:
+            continue
+        try:
+            theirs = np.asarray(reference.get_tensor(index))
+        except ValueError:  # a tensor LiteRT did not keep
+            continue
+        comparison = _compare(t.name, ours[key], theirs, is_quantized_integer(t))
+        report.tensors_compared += 1
+        comparison.agrees = comparison.rel_error <= (max_lsb if comparison.quantized else tolerance)
+        if id(t) not in output_ids and not comparison.agrees:
+            report.diverging.append(comparison)
+    output_details = reference.get_output_details()
+    for t, d_ref, d_del in zip(graph.outputs, output_details, delegated.get_output_details()):
+        theirs = np.asarray(reference.get_tensor(d_ref["index"]))
+        comparison = _compare(t.name, ours[keys[id(t)]], theirs, is_quantized_integer(t))
+        spread = _compare(t.name, np.asarray(delegated.get_tensor(d_del["index"])), theirs, comparison.quantized)
+        comparison.litert_spread = spread.rel_error
+        bound = max_lsb if comparison.quantized else tolerance
+        comparison.agrees = comparison.rel_error <= max(bound, spread.rel_error)
+        report.outputs.append(comparison)
+    return report
