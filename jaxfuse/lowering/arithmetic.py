@@ -1,0 +1,56 @@
+"""Trigonometric, floor-division and running-sum ops on float and plain integer tensors."""
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .core import register
+
+
+@register("SIN")
+def sin(ctx, x):
+    """Sine (radians)."""
+    return jnp.sin(x)
+
+
+@register("COS")
+def cos(ctx, x):
+    """Cosine (radians)."""
+    return jnp.cos(x)
+
+
+def _is_integer(x) -> bool:
+    return np.dtype(x.dtype).kind in "iu"
+
+
+@register("FLOOR_DIV")
+def floor_div(ctx, a, b):
+    """floor(a / b), broadcasting: integers round toward -inf (-7 // 2 == -4) as LiteRT's
+    floor(double(a) / b), floats are floor of the float32 quotient."""
+    if _is_integer(a):
+        return jnp.floor_divide(a, b)
+    return jnp.floor(a / b)
+
+
+@register("FLOOR_MOD")
+def floor_mod(ctx, a, b):
+    """a - floor(a / b) * b with the sign of b, broadcasting: LiteRT's truncated remainder
+    (C's % for integers, fmod for floats) plus b where it is non-zero and its sign differs from b's."""
+    if _is_integer(a):
+        return jnp.remainder(a, b)
+    truncated = jnp.fmod(a, b)
+    return jnp.where((truncated != 0) & ((b < 0) != (truncated < 0)), truncated + b, truncated)
+
+
+@register("CUMSUM")
+def cumsum(ctx, x, axis):
+    """Running sum along the scalar axis input; `exclusive` leaves out the element itself
+    (starts at 0), `reverse` sums from the end."""
+    (a,) = [int(v) for v in ctx.static(axis, "axis (input 1)").reshape(-1)]
+    a %= x.ndim
+    if ctx.opt("reverse"):
+        x = jnp.flip(x, a)
+    total = jnp.cumsum(x, axis=a, dtype=x.dtype)
+    if ctx.opt("exclusive"):  # shifted by one, not total - x: the sums of the elements before, as LiteRT adds them
+        zero = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=a))
+        total = jnp.concatenate([zero, lax.slice_in_dim(total, 0, x.shape[a] - 1, axis=a)], axis=a)
+    return jnp.flip(total, a) if ctx.opt("reverse") else total
