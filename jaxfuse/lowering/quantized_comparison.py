@@ -1,11 +1,13 @@
 """Quantized (int8 / uint8 / int16) comparisons, as LiteRT's comparison kernels compute them.
 
-int8 / uint8 compare real values: each input is rescaled to a common fixed-point unit,
-((q - zero_point) * 2^8) * scale as a quantized multiplier (gemmlowp rounding), and the
-integers are compared. Two inputs quantized alike thus compare exactly as their stored
-integers; inputs quantized differently compare within that rescaling's rounding.
-int16 inputs are compared as stored integers, scales unread, and only EQUAL, GREATER_EQUAL and
-LESS have int16 kernels (as in LiteRT).
+int8 / uint8 inputs, and int16 inputs of EQUAL and NOT_EQUAL, compare rescaled values: each
+input becomes ((q - zero_point) * 2^8) * scale with the scale as a quantized multiplier
+(gemmlowp rounding), and those integers are compared. That is coarse for small scales (with
+scale 0.001, q = 2 and q = 3 both become 1 and compare equal) and LiteRT does exactly that.
+A scale of 1 or more is refused: LiteRT aborts on 1 and shifts by a negative amount above it.
+The int16 kernels of GREATER, GREATER_EQUAL, LESS and LESS_EQUAL compare the stored integers,
+scales and zero points unread (the ai-edge-litert 2.3 wheel; its sources list int16 kernels
+for only some of these ops).
 """
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,7 @@ from . import fixed_point as fp
 from .core import QUANTIZED, Ctx, register
 
 _LEFT_SHIFT = 8  # LiteRT's ComparisonParams.left_shift for 8-bit inputs
-_INT16_KERNELS = {"EQUAL", "GREATER_EQUAL", "LESS"}
+_INT16_RESCALED = {"EQUAL", "NOT_EQUAL"}
 
 
 def _rescaled(ctx: Ctx, index: int, q):
@@ -24,8 +26,8 @@ def _rescaled(ctx: Ctx, index: int, q):
     if params.per_channel:
         raise ctx.error(f"input {index} is quantized per channel; LiteRT's {ctx.op.type} takes one scale per tensor")
     if params.s >= 1:  # the kernel shifts by a negative amount there (undefined in C)
-        raise ctx.error(f"input {index} has scale {params.s:g}; LiteRT's 8-bit {ctx.op.type} is defined for scales "
-                        f"below 1 only")
+        raise ctx.error(f"input {index} has scale {params.s:g}; LiteRT's quantized {ctx.op.type} is defined for "
+                        f"scales below 1 only")
     multiplier, shift = fp.quantize_multiplier(params.s)
     centred = (q.astype(jnp.int32) - params.zp) * (1 << _LEFT_SHIFT)
     return fp.multiply_by_quantized_multiplier(centred, multiplier, shift)
@@ -36,9 +38,7 @@ def _compare_real_values(float_rule):
         types = {np.dtype(a.dtype), np.dtype(b.dtype)}
         if len(types) != 1:
             raise ctx.error(f"inputs of types {', '.join(sorted(map(str, types)))}; LiteRT compares one type")
-        if types == {np.dtype(np.int16)}:
-            if ctx.op.type not in _INT16_KERNELS:
-                raise ctx.error(f"LiteRT's {ctx.op.type} has no int16 kernel")
+        if types == {np.dtype(np.int16)} and ctx.op.type not in _INT16_RESCALED:
             return float_rule(ctx, a, b)
         return float_rule(ctx, _rescaled(ctx, 0, a), _rescaled(ctx, 1, b))
     rule.__name__ = rule.__qualname__ = f"{float_rule.__name__}_quantized"
