@@ -90,11 +90,22 @@ def test_int16_refused_where_litert_has_no_kernel(save_model, rng, op_type):
 @pytest.mark.parametrize("dtype,scale,zero_point", QUANTIZED_TYPES)
 @pytest.mark.parametrize("condition_shape", [(3, 1), (4,)])
 def test_select_v2(save_model, rng, dtype, scale, zero_point, condition_shape):
+    from test_lower_ops import In
     condition = rng.random(condition_shape) < 0.5
     x, y = QIn(random_q(rng, (3, 4), dtype), scale, zero_point), QIn(random_q(rng, (1, 4), dtype), scale, zero_point)
-    from test_lower_ops import In
     model, feeds = quantized_op("SELECT_V2", [In(condition), x, y], out_dtype=dtype, out_scale=scale,
                                 out_zero_point=zero_point)
+    assert_matches_litert(save_model(model), feeds, exact=True)
+
+
+@pytest.mark.parametrize("dtype,scale,zero_point", QUANTIZED_TYPES)
+@pytest.mark.parametrize("condition_shape", [(3, 4), (3,)])
+def test_select(save_model, rng, dtype, scale, zero_point, condition_shape):
+    """SELECT: a condition of the inputs' shape, or a rank-1 one picking rows."""
+    from test_lower_ops import In
+    x, y = QIn(random_q(rng, (3, 4), dtype), scale, zero_point), QIn(random_q(rng, (3, 4), dtype), scale, zero_point)
+    model, feeds = quantized_op("SELECT", [In(rng.random(condition_shape) < 0.5), x, y], out_dtype=dtype,
+                                out_scale=scale, out_zero_point=zero_point)
     assert_matches_litert(save_model(model), feeds, exact=True)
 
 
