@@ -122,6 +122,24 @@ def test_rfft2d(check, rng, shape, fft_length):
     assert y.dtype == np.complex64 and y.shape == (*shape[:-2], fft_length[0], fft_length[1] // 2 + 1)
 
 
+def test_rfft2d_then_cast_keeps_the_real_part(check, rng):
+    """tf.signal.stft as TF converts it: RFFT2D -> SQUEEZE -> CAST to float32 (LiteRT's CAST of
+    complex values keeps their real part)."""
+    b = ModelBuilder()
+    x = b.input("x", [1, 1, 1, 64])
+    spectrum = b.op("SQUEEZE", [b.op("RFFT2D", [x, b.const("n", np.array([1, 64], np.int32))])], {"squeezeDims": [1]})
+    b.output(b.op("CAST", [spectrum], dtype=np.float32, options_type="CastOptions"))
+    value = f32(rng, 1, 1, 1, 64)
+    (y,) = check(b.build(), [value])
+    np.testing.assert_allclose(y, np.fft.rfft(value[0, 0])[None].real, atol=1e-4)
+
+
+def test_relative_error_of_complex_values_counts_both_parts():
+    reference = np.array([1 + 1j, 2 - 2j], np.complex64)
+    assert relative_error(reference + 0.5j, reference) == 0.25  # an error in the imaginary part alone
+    assert relative_error(reference, reference) == 0.0
+
+
 def test_rfft2d_refuses_a_length_that_is_not_a_power_of_two(rng):
     model, feeds = single_op("RFFT2D", [In(f32(rng, 4, 12)), np.array([4, 12], np.int32)], output_shape=[4, 7])
     fn, params = lower(model)
