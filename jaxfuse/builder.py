@@ -109,11 +109,17 @@ DEFAULT_OPTIONS: dict[str, tuple[str, dict]] = {
     "ZEROS_LIKE": ("ZerosLikeOptions", {}),
     "COS": ("CosOptions", {}),
     "RFFT2D": ("Rfft2dOptions", {}),
+    "SIGN": ("SignOptions", {}),
+    "ADD_N": ("AddNOptions", {}),
+    "WHERE": ("WhereOptions", {}),
+    "SPACE_TO_BATCH_ND": ("SpaceToBatchNDOptions", {}),
+    "BATCH_TO_SPACE_ND": ("BatchToSpaceNDOptions", {}),
 }
 # ops whose output dtype is not their first input's
 _OUTPUT_DTYPES = {"SHAPE": np.int32, "ARG_MAX": np.int32, "ARG_MIN": np.int32, "DEQUANTIZE": np.float32,
                   **{op: np.bool_ for op in ("GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL")},
-                  "RFFT2D": np.complex64}
+                  "RFFT2D": np.complex64, "WHERE": np.int64,
+                  **{op: np.float32 for op in ("COMPLEX_ABS", "REAL", "IMAG")}}
 
 
 def quantization(scale, zero_point=0, axis: int = 0) -> Quantization:

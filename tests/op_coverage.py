@@ -31,7 +31,7 @@ INT16 = {
     "SOFTMAX", "PAD", "PADV2", "CONCATENATION", "RESHAPE", "SQUEEZE", "TRANSPOSE", "RESIZE_BILINEAR",
     "RESIZE_NEAREST_NEIGHBOR", "QUANTIZE", "DEQUANTIZE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER",
     "GATHER_ND", "PACK", "UNPACK", "EXPAND_DIMS", "TILE", "BROADCAST_TO", "REVERSE_V2", "SELECT", "SELECT_V2",
-    "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL",
+    "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND",
 }
 # op -> the types onert 0.1.0 runs it in and the tests compare (where onert refuses, the tests skip)
 ONERT = {
@@ -42,6 +42,7 @@ ONERT = {
     "RESIZE_BILINEAR": "int8, uint8", "DEPTH_TO_SPACE": "float, int8", "SPACE_TO_DEPTH": "float",
     "GREATER": "float", "SELECT_V2": "float", "LOGICAL_AND": "float", "SIN": "float", "COS": "float",
     "FLOOR_DIV": "float", "FLOOR_MOD": "float", "REVERSE_V2": "float", "TILE": "float",
+    "SPACE_TO_BATCH_ND": "float", "BATCH_TO_SPACE_ND": "float", "ROUND": "float", "ADD_N": "float",
 }
 # the modules whose onert tests make those claims
 ONERT_MODULES = ["test_lower_ops.py", "test_lower_ops_extra.py", "test_quantized_onert.py",

@@ -81,6 +81,22 @@ def test_sin_cos(check, rng, op_type):
     check(*single_op(op_type, [In(x)]))
 
 
+@pytest.mark.parametrize("op_type", ["CEIL", "ROUND", "SIGN"])
+def test_rounding_and_sign(check, rng, op_type):
+    x = 3 * f32(rng, 3, 20)
+    x[0, :8] = [0.5, 1.5, 2.5, -0.5, -1.5, 0.0, -0.0, 2.0]  # halves round to even
+    check(*single_op(op_type, [In(x)]))
+
+
+def test_sign_of_integers(check, rng):
+    check(*single_op("SIGN", [In(ties(rng, (4, 5), np.int32))]))
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_add_n(check, rng, count):
+    check(*single_op("ADD_N", [In(f32(rng, 3, 5)) for _ in range(count)]))
+
+
 SIGNED_PAIRS = [(7, 2), (-7, 2), (7, -2), (-7, -2), (6, 3), (-6, 3), (0, -5), (-1, 4)]
 
 
@@ -134,6 +150,15 @@ def test_rfft2d_then_cast_keeps_the_real_part(check, rng):
     np.testing.assert_allclose(y, np.fft.rfft(value[0, 0])[None].real, atol=1e-4)
 
 
+@pytest.mark.parametrize("op_type", ["COMPLEX_ABS", "REAL", "IMAG"])
+def test_complex_parts_of_a_spectrum(check, rng, op_type):
+    b = ModelBuilder()
+    x = b.input("x", [2, 4, 16])
+    b.output(b.op(op_type, [b.op("RFFT2D", [x, b.const("n", np.array([4, 16], np.int32))])]))
+    (y,) = check(b.build(), [f32(rng, 2, 4, 16)])
+    assert y.dtype == np.float32
+
+
 def test_relative_error_of_complex_values_counts_both_parts():
     reference = np.array([1 + 1j, 2 - 2j], np.complex64)
     assert relative_error(reference + 0.5j, reference) == 0.25  # an error in the imaginary part alone
@@ -168,6 +193,56 @@ def test_depth_to_space_inverts_space_to_depth(rng, run_jax):
     b.output(b.op("DEPTH_TO_SPACE", [b.op("SPACE_TO_DEPTH", [x])]))
     value = f32(rng, 1, 6, 4, 5)
     np.testing.assert_array_equal(run_jax(b.build(), [value])[0], value)
+
+
+SPACE_TO_BATCH = [  # input shape, block shape, paddings (SPACE_TO_BATCH_ND) = crops (BATCH_TO_SPACE_ND)
+    ((2, 4, 6, 3), [2, 2], [[0, 0], [0, 0]]),
+    ((1, 5, 4, 2), [2, 3], [[1, 0], [0, 2]]),
+    ((2, 6, 3), [3], [[1, 2]]),
+]
+
+
+@pytest.mark.parametrize("shape,block,paddings", SPACE_TO_BATCH)
+def test_space_to_batch_nd(check, rng, shape, block, paddings):
+    check(*single_op("SPACE_TO_BATCH_ND", [In(f32(rng, *shape)), np.array(block, np.int32),
+                                           np.array(paddings, np.int32)]))
+
+
+@pytest.mark.parametrize("shape,block,crops", SPACE_TO_BATCH)
+def test_batch_to_space_nd(check, rng, shape, block, crops):
+    blocks = int(np.prod(block))
+    spatial = [(d + lo + hi) // b for d, b, (lo, hi) in zip(shape[1:], block, crops)]
+    x = f32(rng, shape[0] * blocks, *spatial, *shape[1 + len(block):])
+    check(*single_op("BATCH_TO_SPACE_ND", [In(x), np.array(block, np.int32), np.array(crops, np.int32)]))
+
+
+def test_batch_to_space_inverts_space_to_batch(rng, run_jax):
+    """The dilated-convolution wrapper TF 1 converters wrote: SPACE_TO_BATCH_ND -> op -> BATCH_TO_SPACE_ND."""
+    b = ModelBuilder()
+    x = b.input("x", [2, 5, 4, 3])
+    block, pads = b.const("block", np.array([2, 2], np.int32)), b.const("pads", np.array([[1, 0], [0, 2]], np.int32))
+    b.output(b.op("BATCH_TO_SPACE_ND", [b.op("SPACE_TO_BATCH_ND", [x, block, pads]), block, pads]))
+    value = f32(rng, 2, 5, 4, 3)
+    np.testing.assert_array_equal(run_jax(b.build(), [value])[0], value)
+
+
+def test_where_of_a_constant_condition(check, rng):
+    """WHERE's output shape is that of its values: a constant condition is evaluated while lowering."""
+    condition = rng.random((3, 4)) < 0.5
+    b = ModelBuilder()
+    coordinates = b.op("WHERE", [b.const("condition", condition)])
+    offset = b.input("offset", [], np.int64)
+    b.output(b.op("ADD", [coordinates, offset]))
+    (y,) = check(b.build(), [np.array(0, np.int64)])
+    np.testing.assert_array_equal(y, np.argwhere(condition))
+
+
+def test_where_of_a_runtime_condition_is_refused(rng):
+    model, feeds = single_op("WHERE", [In(rng.random((3, 4)) < 0.5)], output_shape=[5, 2])
+    fn, params = lower(model)
+    with pytest.raises(LoweringError, match=r"op 0 \(WHERE.*condition \(input 0\), which decides WHERE's output "
+                                            "shape, must be a constant"):
+        fn(params, *feeds)
 
 
 @pytest.mark.parametrize("axis", [[0], [-1], [1]])
@@ -244,6 +319,7 @@ def test_range_of_a_runtime_value_is_refused(rng):
 
 # -- onert ------------------------------------------------------------------------------------
 
+BLOCK_2X2, CROP_TOP = np.array([2, 2], np.int32), np.array([[1, 0], [0, 0]], np.int32)
 ONERT_CASES = {  # one model per op family; onert 0.1.0 runs some and refuses others (the test skips in its words)
     "comparison": lambda rng: single_op("GREATER", [In(f32(rng, 3, 4)), In(f32(rng, 4))]),
     "select_v2": lambda rng: single_op("SELECT_V2", [In(rng.random((3, 1)) < 0.5), In(f32(rng, 3, 4)),
@@ -251,7 +327,7 @@ ONERT_CASES = {  # one model per op family; onert 0.1.0 runs some and refuses ot
     "logical_and": lambda rng: single_op("LOGICAL_AND", [In(rng.random((3, 4)) < .5), In(rng.random(4) < .5)]),
     "sin": lambda rng: single_op("SIN", [In(4 * f32(rng, 3, 7))]),
     "cos": lambda rng: single_op("COS", [In(4 * f32(rng, 3, 7))]),
-    "floor_div": lambda rng: single_op("FLOOR_DIV", [In(5 * f32(rng, 3, 4)), np.float32(-1.5) + np.zeros(4, np.float32)]),
+    "floor_div": lambda rng: single_op("FLOOR_DIV", [In(5 * f32(rng, 3, 4)), np.full(4, -1.5, np.float32)]),
     "floor_mod": lambda rng: single_op("FLOOR_MOD", [In(5 * f32(rng, 3, 4)), np.full(4, -1.5, np.float32)]),
     "depth_to_space": lambda rng: single_op("DEPTH_TO_SPACE", [In(f32(rng, 1, 3, 4, 8))]),
     "space_to_depth": lambda rng: single_op("SPACE_TO_DEPTH", [In(f32(rng, 1, 4, 6, 3))]),
@@ -260,6 +336,11 @@ ONERT_CASES = {  # one model per op family; onert 0.1.0 runs some and refuses ot
     "gather_nd": lambda rng: single_op("GATHER_ND", [In(f32(rng, 4, 5)), np.array([[1, 2], [3, 0]], np.int32)]),
     "cumsum": lambda rng: single_op("CUMSUM", [In(f32(rng, 3, 6)), np.array(1, np.int32)]),
     "rfft2d": lambda rng: single_op("RFFT2D", [In(f32(rng, 2, 8, 16)), np.array([8, 16], np.int32)]),
+    "space_to_batch_nd": lambda rng: single_op("SPACE_TO_BATCH_ND", [In(f32(rng, 1, 5, 4, 2)), BLOCK_2X2, CROP_TOP]),
+    "batch_to_space_nd": lambda rng: single_op("BATCH_TO_SPACE_ND", [In(f32(rng, 4, 3, 2, 2)), BLOCK_2X2, CROP_TOP]),
+    "round": lambda rng: single_op("ROUND", [In(4 * f32(rng, 3, 7))]),
+    "sign": lambda rng: single_op("SIGN", [In(f32(rng, 3, 7))]),
+    "add_n": lambda rng: single_op("ADD_N", [In(f32(rng, 3, 7)), In(f32(rng, 3, 7)), In(f32(rng, 3, 7))]),
 }
 
 

@@ -32,6 +32,8 @@ MOVEMENT = {
     "REVERSE_V2": ((2, 4, 6), [i32([-1])], {}, 1),
     "DEPTH_TO_SPACE": ((1, 2, 3, 8), [], {"blockSize": 2}, 1),
     "SPACE_TO_DEPTH": ((1, 4, 6, 3), [], {"blockSize": 2}, 1),
+    "SPACE_TO_BATCH_ND": ((1, 5, 4, 2), [i32([2, 3]), i32([[1, 0], [0, 2]])], {}, 1),  # pads with the zero point
+    "BATCH_TO_SPACE_ND": ((6, 3, 2, 2), [i32([2, 3]), i32([[1, 0], [0, 2]])], {}, 1),
 }
 NO_INT16 = {"DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
 

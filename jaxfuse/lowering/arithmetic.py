@@ -1,4 +1,4 @@
-"""Trigonometric, floor-division and running-sum ops on float and plain integer tensors."""
+"""Trigonometric, rounding, sign, floor-division and summing ops on float and plain integer tensors."""
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -54,3 +54,30 @@ def cumsum(ctx, x, axis):
         zero = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=a))
         total = jnp.concatenate([zero, lax.slice_in_dim(total, 0, x.shape[a] - 1, axis=a)], axis=a)
     return jnp.flip(total, a) if ctx.opt("reverse") else total
+
+
+@register("CEIL")
+def ceil(ctx, x):
+    """Round toward +inf."""
+    return jnp.ceil(x)
+
+
+@register("ROUND")
+def round_(ctx, x):
+    """Round to the nearest integer, halves to even (LiteRT's RoundToNearest)."""
+    return jnp.round(x)
+
+
+@register("SIGN")
+def sign(ctx, x):
+    """-1, 0 or 1 by the sign of x (0 for -0.0 and 0; NaN stays NaN)."""
+    return jnp.sign(x)
+
+
+@register("ADD_N")
+def add_n(ctx, *xs):
+    """The sum of all inputs (one shape), added left to right."""
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total

@@ -1,5 +1,6 @@
-"""Block rearrangement, reversal, tiling, broadcasting, gather by index tuples, and the
-ops that make new tensors (RANGE, FILL, ZEROS_LIKE), on float, plain integer and
+"""Block rearrangement (DEPTH_TO_SPACE, SPACE_TO_BATCH_ND, ...), reversal, tiling,
+broadcasting, gather by index tuples, and the ops that make new tensors (RANGE, FILL,
+ZEROS_LIKE, WHERE of a constant condition), on float, plain integer and
 bool tensors. Their int8 / int16 forms are in quantized_shape.py."""
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,60 @@ def space_to_depth(ctx, x):
         raise ctx.error(f"height {h} and width {w} must be multiples of blockSize {b}")
     y = x.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, h // b, w // b, b * b * c)
+
+
+def _block_shape(ctx: Ctx, x, block_shape) -> list[int]:
+    block = _ints(ctx, block_shape, "block_shape (input 1)")
+    if any(b < 1 for b in block):
+        raise ctx.error(f"block_shape {block} must be positive")
+    if len(block) > x.ndim - 1:
+        raise ctx.error(f"{len(block)} block sizes for an input of rank {x.ndim}")
+    return block
+
+
+@register("SPACE_TO_BATCH_ND")
+def space_to_batch_nd(ctx, x, block_shape, paddings, pad_value=0):
+    """Pad the M spatial axes after the batch (paddings [M, 2]), cut each into block_shape
+    blocks and stack the block offsets in front of the batch: output batch (i * b_w + j) * N + n.
+    The padding is pad_value (0; the quantized rule passes the zero point)."""
+    block = _block_shape(ctx, x, block_shape)
+    m = len(block)
+    pads = ctx.static(paddings, "paddings (input 2)").reshape(m, 2)
+    widths = [(0, 0)] + [(int(lo), int(hi)) for lo, hi in pads] + [(0, 0)] * (x.ndim - 1 - m)
+    x = jnp.pad(x, widths, constant_values=pad_value)
+    n, spatial, rest = x.shape[0], x.shape[1:1 + m], x.shape[1 + m:]
+    if any(d % b for d, b in zip(spatial, block)):
+        raise ctx.error(f"padded spatial shape {list(spatial)} is not a multiple of block_shape {block}")
+    split = [n] + [v for d, b in zip(spatial, block) for v in (d // b, b)] + list(rest)
+    order = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)] + list(range(1 + 2 * m, len(split)))
+    return x.reshape(split).transpose(order).reshape([n * int(np.prod(block))] + [d // b for d, b in
+                                                                                 zip(spatial, block)] + list(rest))
+
+
+@register("BATCH_TO_SPACE_ND")
+def batch_to_space_nd(ctx, x, block_shape, crops):
+    """The inverse of SPACE_TO_BATCH_ND: batch (i * b_w + j) * N + n goes back to block offset
+    (i, j) of image n, then crops [M, 2] are cut off the M spatial axes."""
+    block = _block_shape(ctx, x, block_shape)
+    m = len(block)
+    crop = ctx.static(crops, "crops (input 2)").reshape(m, 2)
+    total = int(np.prod(block))
+    if x.shape[0] % total:
+        raise ctx.error(f"batch {x.shape[0]} is not a multiple of the block count {total}")
+    n, spatial, rest = x.shape[0] // total, x.shape[1:1 + m], x.shape[1 + m:]
+    y = x.reshape(block + [n] + list(spatial) + list(rest))
+    order = [m] + [v for i in range(m) for v in (m + 1 + i, i)] + list(range(2 * m + 1, y.ndim))
+    y = y.transpose(order).reshape([n] + [d * b for d, b in zip(spatial, block)] + list(rest))
+    index = [slice(None)] + [slice(int(lo), d * b - int(hi)) for (lo, hi), d, b in zip(crop, spatial, block)]
+    return y[tuple(index)]
+
+
+@register("WHERE")
+def where(ctx, condition):
+    """The coordinates of the true elements, [count, rank] in row-major order, for a condition
+    known while lowering (computed from constants): the output's shape depends on the values."""
+    values = ctx.static(condition, "condition (input 0), which decides WHERE's output shape,")
+    return np.argwhere(values.astype(bool)).astype(ctx.outputs[0].dtype)
 
 
 @register("REVERSE_V2")

@@ -74,11 +74,19 @@ DATA_MOVEMENT = {
     "REVERSE_V2": (layout.reverse_v2, False, True),
     "DEPTH_TO_SPACE": (layout.depth_to_space, False, False),
     "SPACE_TO_DEPTH": (layout.space_to_depth, False, False),
+    "BATCH_TO_SPACE_ND": (layout.batch_to_space_nd, False, True),
     "SELECT": (comparison.select, False, True),
     "SELECT_V2": (comparison.select_v2, False, True),
 }
 for _op, (_rule, _same, _int16) in DATA_MOVEMENT.items():
     register(_op, QUANTIZED)(_on_stored_integers(_rule, _same, _int16))
+
+
+@register("SPACE_TO_BATCH_ND", QUANTIZED)
+def space_to_batch_nd_quantized(ctx, x, block_shape, paddings):
+    """The float rule on the stored integers, padding with the output's zero point (the quantized 0.0)."""
+    _check_storage_types(ctx)
+    return layout.space_to_batch_nd(ctx, x, block_shape, paddings, ctx.qparams(ctx.outputs[0]).zp)
 
 
 def _no_int16(ctx: Ctx, x) -> None:

@@ -1,4 +1,4 @@
-"""Spectral ops: RFFT2D (tf.signal.rfft2d)."""
+"""Spectral ops: RFFT2D (tf.signal.rfft2d) and the ops that read its complex64 values."""
 import jax.numpy as jnp
 
 from .core import register
@@ -17,3 +17,21 @@ def rfft2d(ctx, x, fft_length):
     if x.ndim < 2:
         raise ctx.error(f"input of rank {x.ndim}; RFFT2D transforms the last two axes")
     return jnp.fft.rfft2(x.astype(jnp.float32), s=(h, w), axes=(-2, -1)).astype(jnp.complex64)
+
+
+@register("COMPLEX_ABS")
+def complex_abs(ctx, x):
+    """|x| of complex64 values as float32 (hypot of the parts, as std::abs)."""
+    return jnp.abs(x).astype(jnp.float32)
+
+
+@register("REAL")
+def real(ctx, x):
+    """The real part of complex64 values, as float32."""
+    return jnp.real(x).astype(jnp.float32)
+
+
+@register("IMAG")
+def imag(ctx, x):
+    """The imaginary part of complex64 values, as float32."""
+    return jnp.imag(x).astype(jnp.float32)
