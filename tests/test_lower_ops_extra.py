@@ -116,6 +116,16 @@ def test_floor_div_mod(check, rng, op_type, dtype):
     check(*single_op(op_type, [In(a), b]))
 
 
+@pytest.mark.parametrize("op_type", ["FLOOR_DIV", "FLOOR_MOD"])
+def test_integer_division_by_a_constant_zero_is_refused(save_model, op_type):
+    model, feeds = single_op(op_type, [In(np.array([3, 4], np.int32)), np.array([2, 0], np.int32)], output_shape=[2])
+    with pytest.raises(RuntimeError, match="Division by 0"):
+        run_litert(save_model(model), feeds)
+    fn, params = lower(model)
+    with pytest.raises(LoweringError, match=r"op 0 \(%s.*divisor \(input 1\) has a zero element" % op_type):
+        fn(params, *feeds)
+
+
 @pytest.mark.parametrize("exclusive", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("axis", [1, -1])
@@ -268,6 +278,16 @@ def test_broadcast_to(check, rng, shape, target):
 def test_gather_nd(check, rng, params_shape, indices, dtype):
     check(*single_op("GATHER_ND", [In(ties(rng, params_shape, dtype) * 3 + f32(rng, *params_shape).astype(dtype)),
                                    np.array(indices, np.int32)]))
+
+
+def test_gather_nd_index_out_of_range_is_refused(save_model, rng):
+    model, feeds = single_op("GATHER_ND", [In(f32(rng, 4, 5)), np.array([[1, 2], [4, 0]], np.int32)], output_shape=[2])
+    with pytest.raises(RuntimeError):
+        run_litert(save_model(model), feeds)
+    fn, params = lower(model)
+    with pytest.raises(LoweringError, match=r"op 0 \(GATHER_ND.*index \[4, 0\] is out of range for params of shape "
+                                            r"\[4, 5\]"):
+        fn(params, *feeds)
 
 
 def test_gather_nd_of_runtime_indices(check, rng):

@@ -22,11 +22,19 @@ def _is_integer(x) -> bool:
     return np.dtype(x.dtype).kind in "iu"
 
 
+def _no_integer_zero_divisor(ctx, b) -> None:
+    """LiteRT's integer kernels fail on a zero divisor; a constant one is refused here (one known
+    only at run time gives XLA's value)."""
+    if isinstance(b, np.ndarray) and _is_integer(b) and np.any(b == 0):
+        raise ctx.error("the divisor (input 1) has a zero element; LiteRT fails with 'Division by 0'")
+
+
 @register("FLOOR_DIV")
 def floor_div(ctx, a, b):
     """floor(a / b), broadcasting: integers round toward -inf (-7 // 2 == -4) as LiteRT's
     floor(double(a) / b), floats are floor of the float32 quotient."""
     if _is_integer(a):
+        _no_integer_zero_divisor(ctx, b)
         return jnp.floor_divide(a, b)
     return jnp.floor(a / b)
 
@@ -36,6 +44,7 @@ def floor_mod(ctx, a, b):
     """a - floor(a / b) * b with the sign of b, broadcasting: LiteRT's truncated remainder
     (C's % for integers, fmod for floats) plus b where it is non-zero and its sign differs from b's."""
     if _is_integer(a):
+        _no_integer_zero_divisor(ctx, b)
         return jnp.remainder(a, b)
     truncated = jnp.fmod(a, b)
     return jnp.where((truncated != 0) & ((b < 0) != (truncated < 0)), truncated + b, truncated)

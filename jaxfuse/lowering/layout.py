@@ -126,6 +126,12 @@ def gather_nd(ctx, params, indices):
     depth = indices.shape[-1]
     if depth > params.ndim:
         raise ctx.error(f"index vectors of length {depth} into params of rank {params.ndim}")
+    if isinstance(indices, np.ndarray):  # LiteRT fails on an index out of range; XLA would clamp it
+        bounds = np.asarray(params.shape[:depth])
+        bad = np.argwhere(np.any((indices < 0) | (indices >= bounds), axis=-1))
+        if bad.size:
+            raise ctx.error(f"index {indices[tuple(bad[0])].tolist()} is out of range for params of shape "
+                            f"{list(params.shape)}")
     return params[tuple(jnp.moveaxis(jnp.asarray(indices), -1, 0))]
 
 
