@@ -5,10 +5,10 @@
 
 Columns: whether a float rule (which also covers plain integer and bool tensors) and a
 quantized rule are registered, whether the quantized rule takes int16 activations (LiteRT's
-16x8 scheme: int16 activations, int8 weights), and the reference engines the single-op tests
-compare it with. Every rule is compared with LiteRT's builtin kernels (test_op_coverage.py checks
-that a LiteRT test module of its family names the op); the onert and int16 claims are listed
-below and checked against the modules that make them.
+16x8 scheme: int16 activations, int8 weights), and the reference engines the tests compare it
+with. Every rule is compared with LiteRT's builtin kernels (test_op_coverage.py checks that a
+test module comparing with LiteRT names the op); the onert and int16 claims are listed below
+and checked against the modules that make them.
 """
 import re
 import sys
@@ -18,12 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 BEGIN, END = "<!-- op-coverage:begin -->", "<!-- op-coverage:end -->"
 
-# single-op test modules comparing rules with LiteRT, per type family
-LITERT_MODULES = {
-    "float": ["test_lower_ops.py", "test_lower_ops_extra.py"],
-    "quantized": ["test_lower_quantized_array.py", "test_lower_quantized_elementwise.py",
-                  "test_lower_quantized_nn.py", "test_lower_quantized_reduce.py", "test_lower_quantized_shape.py"],
-}
+
+
+def litert_modules() -> list[str]:
+    """The test modules that compare jaxfuse with LiteRT (they call run_litert or
+    assert_matches_litert), with the local helper modules they import models from."""
+    found = set()
+    for path in TESTS.glob("test_*.py"):
+        text = path.read_text()
+        if re.search(r"\b(run_litert|assert_matches_litert)\b", text):
+            found.add(path.name)
+            found.update(f"{name}.py" for name in re.findall(r"^(?:from|import) (\w+)", text, re.M)
+                         if not name.startswith("test_") and (TESTS / f"{name}.py").exists())
+    return sorted(found)
+
+
 # quantized rules whose int16 form is compared with LiteRT
 INT16 = {
     "ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "RELU", "RELU6", "LEAKY_RELU", "LOGISTIC", "TANH",
