@@ -84,9 +84,42 @@ DEFAULT_OPTIONS: dict[str, tuple[str, dict]] = {
     "BATCH_MATMUL": ("BatchMatMulOptions", {}),
     "RESIZE_BILINEAR": ("ResizeBilinearOptions", {}),
     "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", {}),
+    "DEPTH_TO_SPACE": ("DepthToSpaceOptions", {"blockSize": 2}),
+    "SPACE_TO_DEPTH": ("SpaceToDepthOptions", {"blockSize": 2}),
+    "CUMSUM": ("CumsumOptions", {}),
+    "REVERSE_V2": ("ReverseV2Options", {}),
+    "RANGE": ("RangeOptions", {}),
+    "FLOOR_DIV": ("FloorDivOptions", {}),
+    "FLOOR_MOD": ("FloorModOptions", {}),
+    "GATHER_ND": ("GatherNdOptions", {}),
+    "SELECT": ("SelectOptions", {}),
+    "SELECT_V2": ("SelectV2Options", {}),
+    "GREATER": ("GreaterOptions", {}),
+    "GREATER_EQUAL": ("GreaterEqualOptions", {}),
+    "LESS": ("LessOptions", {}),
+    "LESS_EQUAL": ("LessEqualOptions", {}),
+    "EQUAL": ("EqualOptions", {}),
+    "NOT_EQUAL": ("NotEqualOptions", {}),
+    "LOGICAL_AND": ("LogicalAndOptions", {}),
+    "LOGICAL_OR": ("LogicalOrOptions", {}),
+    "LOGICAL_NOT": ("LogicalNotOptions", {}),
+    "TILE": ("TileOptions", {}),
+    "FILL": ("FillOptions", {}),
+    "BROADCAST_TO": ("BroadcastToOptions", {}),
+    "ZEROS_LIKE": ("ZerosLikeOptions", {}),
+    "COS": ("CosOptions", {}),
+    "RFFT2D": ("Rfft2dOptions", {}),
+    "SIGN": ("SignOptions", {}),
+    "ADD_N": ("AddNOptions", {}),
+    "WHERE": ("WhereOptions", {}),
+    "SPACE_TO_BATCH_ND": ("SpaceToBatchNDOptions", {}),
+    "BATCH_TO_SPACE_ND": ("BatchToSpaceNDOptions", {}),
 }
 # ops whose output dtype is not their first input's
-_OUTPUT_DTYPES = {"SHAPE": np.int32, "ARG_MAX": np.int32, "ARG_MIN": np.int32, "DEQUANTIZE": np.float32}
+_OUTPUT_DTYPES = {"SHAPE": np.int32, "ARG_MAX": np.int32, "ARG_MIN": np.int32, "DEQUANTIZE": np.float32,
+                  **{op: np.bool_ for op in ("GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL")},
+                  "RFFT2D": np.complex64, "WHERE": np.int64,
+                  **{op: np.float32 for op in ("COMPLEX_ABS", "REAL", "IMAG")}}
 
 
 def quantization(scale, zero_point=0, axis: int = 0) -> Quantization:

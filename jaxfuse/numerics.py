@@ -34,11 +34,24 @@ def random_inputs(graph, samples: int = 2, seed: int = 0) -> list[list[np.ndarra
     return [[random_input(t, rng) for t in graph.inputs] for _ in range(samples)]
 
 
+def as_real(values) -> np.ndarray:
+    """A complex array as its (real, imaginary) float pairs along a doubled last axis (other
+    arrays unchanged): errors of complex tensors are the largest error of either part."""
+    values = np.asarray(values)
+    if values.dtype.kind != "c":
+        return values
+    if values.ndim == 0:
+        return np.array([values.real, values.imag])
+    return np.ascontiguousarray(values).view(values.real.dtype)
+
+
 def error_stats(reference, candidate) -> tuple[float, float, float]:
     """(max abs error, scale = max |reference|, error relative to that scale); shapes that
-    differ are an infinite error."""
-    reference = np.asarray(reference, np.float64)
-    candidate = np.asarray(candidate, np.float64)
+    differ are an infinite error. Complex values compare part by part (as_real)."""
+    if np.shape(reference) != np.shape(candidate):
+        return float("inf"), 0.0, float("inf")
+    reference = np.asarray(as_real(reference), np.float64)
+    candidate = np.asarray(as_real(candidate), np.float64)
     if reference.shape != candidate.shape:
         return float("inf"), 0.0, float("inf")
     abs_err = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
@@ -49,9 +62,9 @@ def error_stats(reference, candidate) -> tuple[float, float, float]:
 def sample_errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sample (leading axis): (max |a - b|, max finite |a|, count of non-finite values
     in a); NaN on both sides and equal infinities are agreement, NaN on one side only is
-    an infinite error."""
+    an infinite error. Complex values compare part by part (as_real)."""
     n = a.shape[0]
-    a, b = a.reshape(n, -1), b.reshape(n, -1)
+    a, b = as_real(a.reshape(n, -1)), as_real(b.reshape(n, -1))
     if a.dtype == b.dtype and a.dtype.kind == "f" and a.size:
         # in the arrays' own type: the difference of two close floats is exact (Sterbenz), and
         # a non-finite value anywhere makes one of these figures non-finite, which the exact

@@ -488,9 +488,9 @@ def test_unsupported_op_names_type_index_and_output(rng):
     b = ModelBuilder()
     x = b.input("x", [4])
     y = b.op("RELU", [x])
-    b.output(b.op("CUMSUM", [y, b.const("axis", np.array(0, np.int32))], options_type="CumsumOptions",
-                  output_shape=[4], name="x_cumsum"))
-    with pytest.raises(LoweringError, match=r"^op 1 \(CUMSUM, output 'x_cumsum'\) has no lowering rule; "
+    b.output(b.op("SEGMENT_SUM", [y, b.const("ids", np.array([0, 0, 1, 1], np.int32))],
+                  options_type="SegmentSumOptions", output_shape=[2], name="x_sums"))
+    with pytest.raises(LoweringError, match=r"^op 1 \(SEGMENT_SUM, output 'x_sums'\) has no lowering rule; "
                                             r"supported: ABS, ADD, .*\(\d+ in all\)$"):
         lower(b.build())
 
@@ -624,8 +624,9 @@ def test_builder_checks_options_and_needs_a_shape_without_rule():
     x = b.input("x", [1, 4, 4, 2])
     with pytest.raises(ValueError, match=r"Conv2DOptions has no field\(s\) \['stride'\]"):
         b.op("CONV_2D", [x, b.const("w", np.ones([1, 1, 1, 2], np.float32)), None], {"stride": 2})
-    with pytest.raises(ValueError, match="CUMSUM has no lowering rule to infer its output shape: give output_shape"):
-        b.op("CUMSUM", [x, b.const("axis", np.array(0, np.int32))], options_type="CumsumOptions")
+    with pytest.raises(ValueError, match="SEGMENT_SUM has no lowering rule to infer its output shape: give "
+                                         "output_shape"):
+        b.op("SEGMENT_SUM", [x, b.const("ids", np.array([0, 0, 1, 1], np.int32))], options_type="SegmentSumOptions")
 
 
 def test_conformance_example_runs(save_model, rng, capsys):

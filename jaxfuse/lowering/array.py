@@ -17,7 +17,10 @@ def _ints(ctx: Ctx, value, what: str) -> list[int]:
 
 
 def _cast(x, dtype):
-    """x as `dtype` (a numpy value stays numpy; JAX narrows 64-bit types when x64 is off)."""
+    """x as `dtype` (a numpy value stays numpy; JAX narrows 64-bit types when x64 is off);
+    complex to real keeps the real part, as LiteRT's CAST does."""
+    if np.dtype(x.dtype).kind == "c" and np.dtype(dtype).kind != "c":
+        x = x.real
     if isinstance(x, np.ndarray):
         return x.astype(dtype)
     return x.astype(jax.dtypes.canonicalize_dtype(dtype))
@@ -175,7 +178,8 @@ def shape(ctx, x):
 
 @register("CAST")
 def cast(ctx, x):
-    """x converted to the output tensor's type (float to int truncates toward zero)."""
+    """x converted to the output tensor's type (float to int truncates toward zero, complex to
+    real keeps the real part)."""
     return _cast(x, ctx.outputs[0].dtype)
 
 
