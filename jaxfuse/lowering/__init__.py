@@ -6,12 +6,14 @@
 One rule per builtin op and type family, registered with `@register("OP")` (float) or
 `@register("OP", QUANTIZED)` (int8 / uint8 / int16 tensors with scales) in the modules below.
 """
-from . import (array, elementwise, nn, quantized_array, quantized_elementwise, quantized_nn,  # noqa: F401 (they register)
-               quantized_reduce, reduce)
+from . import (array, control_flow, elementwise, nn, quantized_array, quantized_elementwise,  # noqa: F401 (they register)
+               quantized_nn, quantized_reduce, reduce, sparse, variables)
 from .activation import apply_activation
-from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, lower, lower_graph, op_family, register, rule_for,
-                   supported_ops, tensor_keys)
+from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, lower, lower_graph, op_family, register,
+                   resource_variables, rule_for, supported_ops, tensor_keys)
+from .stateful import init_state, run_steps, state_variables
 
-__all__ = ["FLOAT", "QUANTIZED", "RULES", "Ctx", "LoweringError", "apply_activation", "lower", "lower_graph",
-           "op_family", "register", "rule_for", "supported_ops", "tensor_keys"]
+__all__ = ["FLOAT", "QUANTIZED", "RULES", "Ctx", "LoweringError", "Variable", "apply_activation", "init_state",
+           "lower", "lower_graph", "op_family", "register", "resource_variables", "rule_for", "run_steps",
+           "state_variables", "supported_ops", "tensor_keys"]
 
