@@ -500,9 +500,11 @@ def _run_run(args: argparse.Namespace) -> int:
 
     import jax  # deferred: jax is slow to import and only run needs it
 
-    from .lowering import LoweringError, lower
+    from .lowering import LoweringError, lower, resource_variables, run_steps
     try:
-        if dataset is None:
+        if dataset is None and resource_variables(model):  # one step from the state the model starts in
+            outputs = [o[0] for o in run_steps(model, [np.asarray(x)[None] for x in inputs])[0]]
+        elif dataset is None:
             fn, params = lower(model)
             outputs = [np.asarray(o) for o in jax.jit(fn)(params, *inputs)]  # tracing may reject an op too
         else:
@@ -717,11 +719,12 @@ def _failing_model(paths: list[str], models: list[Model]) -> str | None:
     """The path of the first model whose lowering fails when traced on its input shapes."""
     import jax
 
-    from .lowering import LoweringError, lower
+    from .lowering import LoweringError, lower, resource_variables
     for path, model in zip(paths, models):
         try:
             fn, params = lower(model)
-            jax.eval_shape(fn, params, *[jax.ShapeDtypeStruct(t.shape, t.dtype) for t in model.main.inputs])
+            jax.eval_shape(fn, params, *[jax.ShapeDtypeStruct(t.shape, t.dtype) for t in model.main.inputs],
+                           *[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in resource_variables(model)])
         except LoweringError:
             return path
     return None

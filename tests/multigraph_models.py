@@ -24,12 +24,18 @@ def var_handle(graph: Graph, shared_name: str) -> Tensor:
     return handle
 
 
-def accumulator(initial=0.5, scale=2.0, shape=(1, 4)) -> Model:
+def accumulator(initial=0.5, scale=2.0, shape=(1, 4), projected=False) -> Model:
     """Each step: state += x (state starts at `initial`, assigned by CALL_ONCE's init subgraph);
-    output scale * state. Two variables: the sum and a step counter (int32)."""
+    output scale * state. Two variables: the sum and a step counter (int32). `projected`: x is
+    first FULLY_CONNECTED then MUL by a per-channel constant (a pattern optimize folds)."""
     b = ModelBuilder("main")
     g = b.graph
     x = b.input("x", shape)
+    if projected:
+        rng = np.random.default_rng(5)
+        fc = b.op("FULLY_CONNECTED", [x, b.const("w", rng.standard_normal((shape[1], shape[1])).astype(np.float32)),
+                                      b.const("b", rng.standard_normal(shape[1]).astype(np.float32))], name="fc")
+        x = b.op("MUL", [fc, b.const("s", rng.uniform(0.5, 2, shape[1]).astype(np.float32))], name="x_scaled")
     add_op(g, "CALL_ONCE", [], [], "CallOnceOptions", {"initSubgraphIndex": 1})
     acc, steps = var_handle(g, "acc"), var_handle(g, "steps")
     old = g.add_tensor(Tensor("acc_value", shape, TENSOR_TYPES["FLOAT32"]))
