@@ -756,7 +756,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     b = _validated(_load(args.model_b), args.model_b)
     wait_for_jax()
     from .equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
-    from .lowering import LoweringError
+    from .lowering import LoweringError, WholeModelNeeded
     if args.samples is not None and args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}")
     samples = None
@@ -776,6 +776,9 @@ def _run_verify(args: argparse.Namespace) -> int:
         report = compare(a, b, samples, tolerance=tolerance, seed=args.seed,
                          num_samples=2 if args.samples is None else args.samples,
                          max_lsb=max_lsb, min_sqnr=args.min_sqnr)
+    except WholeModelNeeded as e:  # the checks run one graph at a time
+        raise CLIError(f"{args.model_a} vs {args.model_b}: cannot be verified: the checks run one graph at a time; "
+                       f"{e}") from None
     except LoweringError as e:
         raise CLIError(f"{_failing_model([args.model_a, args.model_b], [a, b]) or 'cannot run the models'}: {e}") \
             from None

@@ -9,11 +9,11 @@ One rule per builtin op and type family, registered with `@register("OP")` (floa
 from . import (array, control_flow, elementwise, nn, quantized_array, quantized_elementwise,  # noqa: F401 (they register)
                quantized_nn, quantized_reduce, reduce, sparse, variables)
 from .activation import apply_activation
-from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, lower, lower_graph, op_family, register,
+from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, WholeModelNeeded, lower, lower_graph, op_family, register,
                    resource_variables, rule_for, supported_ops, tensor_keys)
 from .stateful import init_state, run_steps, state_variables
 
 __all__ = ["FLOAT", "QUANTIZED", "RULES", "Ctx", "LoweringError", "Variable", "apply_activation", "init_state",
            "lower", "lower_graph", "op_family", "register", "resource_variables", "rule_for", "run_steps",
-           "state_variables", "supported_ops", "tensor_keys"]
+           "state_variables", "supported_ops", "tensor_keys", "WholeModelNeeded"]
 

@@ -35,6 +35,10 @@ class LoweringError(ValueError):
     """The graph (or the requested part of it) cannot be lowered to JAX."""
 
 
+class WholeModelNeeded(LoweringError):
+    """An op runs other subgraphs or resource variables, and only one graph (or a region) was lowered."""
+
+
 Rule = Callable[..., object]
 FLOAT, QUANTIZED = "float", "quantized"
 FAMILIES = (FLOAT, QUANTIZED)
@@ -179,8 +183,9 @@ class Ctx:
     def whole_model(self) -> Frame:
         """The run of the whole model this op is part of; an error when only a graph was lowered."""
         if self.frame is None:
-            raise self.error("needs the whole model (its subgraphs or resource variables): lower the model, "
-                             "not one graph or region of it")
+            raise WholeModelNeeded(f"{self.where}: needs the whole model (its other subgraphs or resource "
+                                   "variables), which a lowering of one graph or region does not run "
+                                   "(jaxfuse.lower(model) does)")
         return self.frame
 
     @property
