@@ -129,3 +129,33 @@ def zero_element_reshape() -> Model:
     s = b.op("RESHAPE", [x, target], options_type="ReshapeOptions", name="scalar")
     b.output(b.op("ADD", [s, b.const("k", np.array(2.0, np.float32))], name="y"))
     return b.build()
+
+
+def gated_accumulator() -> Model:
+    """A variable assigned inside a branch: y = (acc += x) if flag else 3 * x, acc starting at 1."""
+    b = ModelBuilder("main")
+    g = b.graph
+    x = b.input("x", [1, 4])
+    flag = b.input("flag", [], np.bool_)
+    add_op(g, "CALL_ONCE", [], [], "CallOnceOptions", {"initSubgraphIndex": 3})
+    y = g.add_tensor(Tensor("y", (1, 4), TENSOR_TYPES["FLOAT32"]))
+    add_op(g, "IF", [flag, x], [y], "IfOptions", {"thenSubgraphIndex": 1, "elseSubgraphIndex": 2})
+    b.output(y)
+
+    then = ModelBuilder("then")
+    tx = then.input("x", [1, 4])
+    handle = var_handle(then.graph, "acc")
+    old = then.graph.add_tensor(Tensor("acc_value", (1, 4), TENSOR_TYPES["FLOAT32"]))
+    add_op(then.graph, "READ_VARIABLE", [handle], [old])
+    new = then.op("ADD", [old, tx], name="acc_next")
+    add_op(then.graph, "ASSIGN_VARIABLE", [handle, new], [])
+    then.output(new)
+
+    other = ModelBuilder("else")
+    ex = other.input("x", [1, 4])
+    other.output(other.op("MUL", [ex, other.const("three", np.full([1, 4], 3.0, np.float32))], name="x3"))
+
+    init = ModelBuilder("init")
+    add_op(init.graph, "ASSIGN_VARIABLE", [var_handle(init.graph, "acc"),
+                                           init.const("acc_init", np.ones([1, 4], np.float32))], [])
+    return Model([g, then.graph, other.graph, init.graph]).validate()

@@ -8,7 +8,8 @@ import pytest
 import jaxfuse
 from jaxfuse.io import ModelError, read_bytes, to_bytes
 from jaxfuse.numerics import random_inputs
-from multigraph_models import accumulator, if_model, sparse_model, while_model, zero_element_reshape
+from multigraph_models import (accumulator, gated_accumulator, if_model, sparse_model, while_model,
+                               zero_element_reshape)
 from reference import litert_interpreter, requires_onert, run_litert, run_onert, run_onert_or_skip
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
@@ -196,7 +197,7 @@ def test_load_rejects_bad_files(tmp_path):
         jaxfuse.load(tmp_path / "junk.circle")
 
 
-MULTIGRAPH = {"accumulator": accumulator, "if": if_model, "while": while_model, "sparse_csr": sparse_model,
+MULTIGRAPH = {"accumulator": accumulator, "gated_accumulator": gated_accumulator, "if": if_model, "while": while_model, "sparse_csr": sparse_model,
               "sparse_block_f16": lambda: sparse_model(block=True, float16=True), "zero_element": zero_element_reshape}
 
 
@@ -223,7 +224,7 @@ def test_convert_to_circle_and_back_keeps_subgraphs_variables_sparsity(name, tmp
     assert main(["convert", str(b), str(c)]) == 0
     original, via_circle, back = (jaxfuse.load(p) for p in (a, b, c))
     assert structure(via_circle) == structure(original) == structure(back)
-    assert len(original.graphs) == {"if": 3, "while": 3, "accumulator": 2}.get(name, 1)
+    assert len(original.graphs) == {"if": 3, "while": 3, "accumulator": 2, "gated_accumulator": 4}.get(name, 1)
     rng = np.random.default_rng(1)
     steps = [[(rng.standard_normal(t.shape) * 3).astype(t.dtype) if t.dtype.kind == "f"
               else np.array(k % 2 == 0, t.dtype) for t in original.main.inputs] for k in range(4)]

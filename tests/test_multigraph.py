@@ -191,3 +191,17 @@ def test_verify_refuses_what_it_cannot_check_in_one_line(build, tmp_path, capsys
     if code != 0:
         assert "\n" not in err and "Traceback" not in err
         assert "cannot be verified" in err and "needs the whole model" in err
+
+
+def test_a_variable_assigned_inside_a_branch_carries_over_like_litert(tmp_path):
+    from multigraph_models import gated_accumulator
+    model = gated_accumulator()
+    path = tmp_path / "gated.tflite"
+    jaxfuse.save(model, path)
+    rng = np.random.default_rng(7)
+    flags = [True, False, True, True, False, True]
+    steps = [[rng.standard_normal((1, 4)).astype(np.float32), np.array(f)] for f in flags]
+    want = np.stack([o[0] for o in litert_steps(path, steps)])
+    outputs, (acc,) = run_steps(model, [np.stack([s[0] for s in steps]), np.array(flags)])
+    np.testing.assert_allclose(outputs[0], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(acc, 1 + sum(s[0] for s, f in zip(steps, flags) if f), rtol=1e-6)
