@@ -20,7 +20,8 @@ def add_op(graph: Graph, op_type: str, inputs, outputs, options_type=None, optio
 
 def var_handle(graph: Graph, shared_name: str) -> Tensor:
     handle = graph.add_tensor(Tensor(graph.unique_name(shared_name), (), RESOURCE))
-    add_op(graph, "VAR_HANDLE", [], [handle], "VarHandleOptions", {"container": b"", "sharedName": shared_name.encode()})
+    add_op(graph, "VAR_HANDLE", [], [handle], "VarHandleOptions",
+           {"container": b"", "sharedName": shared_name.encode()})
     return handle
 
 
@@ -85,11 +86,11 @@ def while_model() -> Model:
     b.output(*outs)
 
     cond = ModelBuilder("cond")
-    cx, cr = cond.input("x", [1, 3]), cond.input("r", [1], np.int32)
+    cx = cond.input("x", [1, 3])
+    cond.input("r", [1], np.int32)  # the condition takes every loop value, and reads only x
     total = cond.op("SUM", [cx, cond.const("axes", np.array([0, 1], np.int32))], name="total")
     room = cond.op("RELU", [cond.op("SUB", [cond.const("limit", np.array(100.0, np.float32)), total])])
     cond.output(cond.op("CAST", [room], options_type="CastOptions", dtype=np.bool_, name="go_on"))  # total < limit
-    del cr
     body = ModelBuilder("body")
     bx, br = body.input("x", [1, 3]), body.input("r", [1], np.int32)
     body.output(body.op("MUL", [bx, body.const("two", np.full([1, 3], 2.0, np.float32))], name="x2"),

@@ -35,8 +35,8 @@ def structure(model):
     """Everything a round trip must keep, as comparable plain data."""
     graphs = []
     for g in model.graphs:
-        tensors = [(t.name, tuple(t.shape), t.type, t.shape_signature, t.is_variable, quantization_tuple(t.quantization),
-                    None if not t.is_constant else t.buffer.data.tobytes(), sparsity_tuple(t.sparsity))
+        tensors = [(t.name, tuple(t.shape), t.type, t.shape_signature, t.is_variable,
+                    quantization_tuple(t.quantization), None if not t.is_constant else t.buffer.data.tobytes(), sparsity_tuple(t.sparsity))
                    for t in g.tensors]
         index = {id(t): i for i, t in enumerate(g.tensors)}
         ops = [(op.type, op.opcode.version, op.options_type, op.options,
@@ -197,7 +197,8 @@ def test_load_rejects_bad_files(tmp_path):
         jaxfuse.load(tmp_path / "junk.circle")
 
 
-MULTIGRAPH = {"accumulator": accumulator, "gated_accumulator": gated_accumulator, "if": if_model, "while": while_model, "sparse_csr": sparse_model,
+MULTIGRAPH = {"accumulator": accumulator, "gated_accumulator": gated_accumulator, "if": if_model,
+              "while": while_model, "sparse_csr": sparse_model,
               "sparse_block_f16": lambda: sparse_model(block=True, float16=True), "zero_element": zero_element_reshape}
 
 

@@ -6,11 +6,11 @@
 One rule per builtin op and type family, registered with `@register("OP")` (float) or
 `@register("OP", QUANTIZED)` (int8 / uint8 / int16 tensors with scales) in the modules below.
 """
-from . import (array, control_flow, elementwise, nn, quantized_array, quantized_elementwise,  # noqa: F401 (they register)
-               quantized_nn, quantized_reduce, reduce, sparse, variables)
+from . import (array, control_flow, elementwise, nn, quantized_array,  # noqa: F401 (they register)
+               quantized_elementwise, quantized_nn, quantized_reduce, reduce, sparse, variables)
 from .activation import apply_activation
-from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, WholeModelNeeded, lower, lower_graph, op_family, register,
-                   resource_variables, rule_for, supported_ops, tensor_keys)
+from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, WholeModelNeeded, lower, lower_graph,
+                   op_family, register, resource_variables, rule_for, supported_ops, tensor_keys)
 from .stateful import init_state, run_steps, state_variables
 
 __all__ = ["FLOAT", "QUANTIZED", "RULES", "Ctx", "LoweringError", "Variable", "apply_activation", "init_state",
