@@ -76,25 +76,32 @@ def if_model() -> Model:
 
 
 def while_model() -> Model:
-    """Double x until its sum exceeds `limit`, counting the rounds: (x, rounds)."""
+    """Double x until its sum exceeds `limit`, counting the rounds: (x, rounds). The loop also
+    carries the shape x is reshaped to in the body (unchanged: a static value in every round)."""
     b = ModelBuilder("main")
     x = b.input("x", [1, 3])
     rounds0 = b.const("rounds0", np.zeros([1], np.int32))
+    shape = b.const("shape", np.array([1, 3], np.int32))
     outs = [b.graph.add_tensor(Tensor("x_out", (1, 3), TENSOR_TYPES["FLOAT32"])),
-            b.graph.add_tensor(Tensor("rounds", (1,), TENSOR_TYPES["INT32"]))]
-    add_op(b.graph, "WHILE", [x, rounds0], outs, "WhileOptions", {"condSubgraphIndex": 1, "bodySubgraphIndex": 2})
-    b.output(*outs)
+            b.graph.add_tensor(Tensor("rounds", (1,), TENSOR_TYPES["INT32"])),
+            b.graph.add_tensor(Tensor("shape_out", (2,), TENSOR_TYPES["INT32"]))]
+    add_op(b.graph, "WHILE", [x, rounds0, shape], outs, "WhileOptions",
+           {"condSubgraphIndex": 1, "bodySubgraphIndex": 2})
+    b.output(*outs[:2])
 
     cond = ModelBuilder("cond")
     cx = cond.input("x", [1, 3])
     cond.input("r", [1], np.int32)  # the condition takes every loop value, and reads only x
+    cond.input("shape", [2], np.int32)
     total = cond.op("SUM", [cx, cond.const("axes", np.array([0, 1], np.int32))], name="total")
     room = cond.op("RELU", [cond.op("SUB", [cond.const("limit", np.array(100.0, np.float32)), total])])
     cond.output(cond.op("CAST", [room], options_type="CastOptions", dtype=np.bool_, name="go_on"))  # total < limit
     body = ModelBuilder("body")
-    bx, br = body.input("x", [1, 3]), body.input("r", [1], np.int32)
-    body.output(body.op("MUL", [bx, body.const("two", np.full([1, 3], 2.0, np.float32))], name="x2"),
-                body.op("ADD", [br, body.const("one", np.ones([1], np.int32))], name="r1"))
+    bx, br, bshape = body.input("x", [1, 3]), body.input("r", [1], np.int32), body.input("shape", [2], np.int32)
+    flat = body.op("RESHAPE", [bx, body.const("flat", np.array([3], np.int32))], options_type="ReshapeOptions")
+    doubled = body.op("MUL", [flat, body.const("two", np.full([3], 2.0, np.float32))], name="x2")
+    body.output(body.op("RESHAPE", [doubled, bshape], options_type="ReshapeOptions", output_shape=(1, 3), name="x2r"),
+                body.op("ADD", [br, body.const("one", np.ones([1], np.int32))], name="r1"), bshape)
     return Model([b.graph, cond.graph, body.graph]).validate()
 
 

@@ -3,7 +3,8 @@
 A subgraph runs as the pure function core.graph_function gives: (args, variable values) ->
 (outputs, new variable values), so variables assigned inside a branch or a loop body come
 out of it like any other result. Static inputs (known while tracing) stay static inside a
-branch: only the traced ones become operands.
+branch (only the traced ones become operands), and so do static loop values the body passes
+through unchanged (shapes and axes a loop carries).
 """
 from __future__ import annotations
 
@@ -55,25 +56,37 @@ def while_(ctx, *args):
     if any(op.type == "ASSIGN_VARIABLE" for op in frame.model.graphs[cond_index].ops):
         raise ctx.error(f"the loop condition (subgraph {cond_index}) assigns a variable, which is not supported")
     cond_run, body_run = graph_function(frame.model, cond_index), graph_function(frame.model, body_index)
-    types = [(jnp.shape(a), jnp.result_type(a)) for a in args]
+    body = frame.model.graphs[body_index]
+    # a static value the body passes through unchanged (a shape, an axis) stays static in every round
+    carried = [k for k, a in enumerate(args) if not (isinstance(a, np.ndarray) and k < len(body.outputs)
+                                                     and k < len(body.inputs) and body.outputs[k] is body.inputs[k])]
+    types = {k: (jnp.shape(args[k]), jnp.result_type(args[k])) for k in carried}
+
+    def merged(values) -> list:
+        full = list(args)
+        for k, v in zip(carried, values):
+            full[k] = v
+        return full
 
     def keep_going(carry):
         values, state = carry
-        (flag,), _ = cond_run(values, state)
+        (flag,), _ = cond_run(merged(values), state)
         return jnp.reshape(flag, ()).astype(bool)
 
     def step(carry):
         values, state = carry
-        outputs, state = body_run(values, state)
-        for k, (out, (shape, dtype)) in enumerate(zip(outputs, types)):
+        outputs, state = body_run(merged(values), state)
+        for k in carried:
+            (shape, dtype), out = types[k], outputs[k]
             if jnp.shape(out) != shape or jnp.result_type(out) != dtype:
                 raise ctx.error(f"loop value {k} changes from {dtype} {list(shape)} to {jnp.result_type(out)} "
                                 f"{list(jnp.shape(out))} in the body (dynamic shapes are not supported in loops)")
-        return _as_arrays(outputs), _as_arrays(state)
+        return _as_arrays(outputs[k] for k in carried), _as_arrays(state)
 
-    values, state = jax.lax.while_loop(keep_going, step, (_as_arrays(args), _as_arrays(frame.state())))
+    values, state = jax.lax.while_loop(keep_going, step,
+                                       (_as_arrays(args[k] for k in carried), _as_arrays(frame.state())))
     frame.set_state(state)
-    return tuple(values)
+    return tuple(merged(values))
 
 
 @register("CALL_ONCE")

@@ -163,7 +163,7 @@ def graph_function(model: Model, index: int) -> Callable[[list, list], tuple[lis
     if not 0 <= index < len(model.graphs):
         raise LoweringError(f"subgraph {index} is named by an op, the model has {len(model.graphs)}")
     graph = model.graphs[index]
-    fn, params = lower_graph(graph, model=model, on_device=False)
+    fn, params = lower_graph(graph, model=model, on_device=False, static_inputs=True)
     count = len(graph.outputs)
 
     def run(args: list, state: list) -> tuple[list, list]:
@@ -340,7 +340,8 @@ def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
 
 
 def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: Sequence[Tensor] | None = None,
-                all_tensors: bool = False, on_device: bool = True, model: Model | None = None):
+                all_tensors: bool = False, on_device: bool = True, model: Model | None = None,
+                static_inputs: bool = False):
     """Lower `graph` (or the region between `inputs` and `outputs`) to `(fn, params)`.
 
     `fn(params, *input_arrays)` is pure and jit-able. It returns a tuple of arrays in
@@ -354,7 +355,8 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
     control flow runs the model's other subgraphs, ops with side effects run although
     nothing reads them, and when the model has resource variables, `fn(params, *inputs,
     *variables)` also takes their values (in resource_variables(model) order) and returns
-    their new values after the outputs (all_tensors: after the dict).
+    their new values after the outputs (all_tensors: after the dict). With static_inputs, numpy
+    input arrays stay static (what a subgraph is called with: shapes stay known inside it).
     """
     inputs = list(graph.inputs if inputs is None else inputs)
     outputs = list(graph.outputs if outputs is None else outputs)
@@ -383,7 +385,8 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
                 if variables else ""
             raise TypeError(f"expected {len(inputs)} input arrays ({', '.join(t.name for t in inputs)}){state}, "
                             f"got {len(args)}")
-        env = {id(t): jax.numpy.asarray(a) for t, a in zip(inputs, args)}
+        env = {id(t): a if static_inputs and isinstance(a, np.ndarray) else jax.numpy.asarray(a)
+               for t, a in zip(inputs, args)}
         frame = None if model is None else \
             Frame(model, variables, [jax.numpy.asarray(a) for a in args[len(inputs):]])
 
