@@ -205,3 +205,25 @@ def test_a_variable_assigned_inside_a_branch_carries_over_like_litert(tmp_path):
     outputs, (acc,) = run_steps(model, [np.stack([s[0] for s in steps]), np.array(flags)])
     np.testing.assert_allclose(outputs[0], want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(acc, 1 + sum(s[0] for s, f in zip(steps, flags) if f), rtol=1e-6)
+
+
+def test_sparse_weights_read_directly_by_fully_connected_like_litert():
+    """LiteRT's FULLY_CONNECTED reads 1x4 block-sparse weights without a DENSIFY; so does the lowering
+    (Tensor.data of a sparse constant is its dense value)."""
+    from jaxfuse.builder import ModelBuilder
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 16)).astype(np.float32)
+    w[:, 4:8] = 0
+    w[2:5, 8:16] = 0
+    values, sparsity = sparsify(w, [DENSE, SPARSE_CSR, DENSE], block_map=[1], block_sizes=[4])
+    b = ModelBuilder()
+    x = b.input("x", [2, 16])
+    weights = b.const("w", values)
+    weights.shape, weights.sparsity = (8, 16), sparsity
+    b.output(b.op("FULLY_CONNECTED", [x, weights, None], output_shape=(2, 8), dtype=np.float32, name="y"))
+    model = read_bytes(to_bytes(b.build()))
+    xs = rng.standard_normal((2, 16)).astype(np.float32)
+    want = run_litert(to_bytes(model), [xs])[0]
+    fn, params = lower(model)
+    np.testing.assert_allclose(fn(params, xs)[0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(want, xs @ w.T, rtol=1e-5, atol=1e-5)
