@@ -1,11 +1,14 @@
 """What LiteRT loads, jaxfuse loads and runs: resource variables (a stateful model as a pure step
 function), IF / WHILE / CALL_ONCE across subgraphs, sparse constants (DENSIFY) and constants with
 zero elements; and no optimize or cleanup ever drops an op with side effects."""
+import flatbuffers
 import jax
 import numpy as np
 import pytest
+from circle_schema.v0_10 import circle
 
 import jaxfuse
+from jaxfuse.builder import ModelBuilder
 from jaxfuse.cli import main
 from jaxfuse.ir import GraphError
 from jaxfuse.io import read_bytes, to_bytes
@@ -210,7 +213,6 @@ def test_a_variable_assigned_inside_a_branch_carries_over_like_litert(tmp_path):
 def test_sparse_weights_read_directly_by_fully_connected_like_litert():
     """LiteRT's FULLY_CONNECTED reads 1x4 block-sparse weights without a DENSIFY; so does the lowering
     (Tensor.data of a sparse constant is its dense value)."""
-    from jaxfuse.builder import ModelBuilder
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 16)).astype(np.float32)
     w[:, 4:8] = 0
@@ -227,3 +229,19 @@ def test_sparse_weights_read_directly_by_fully_connected_like_litert():
     fn, params = lower(model)
     np.testing.assert_allclose(fn(params, xs)[0], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(want, xs @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_element_tensor_on_buffer_0_is_read_as_a_constant_too():
+    """Some writers leave an empty RESHAPE target on the shared empty buffer 0; LiteRT runs it, so it loads."""
+    data = to_bytes(zero_element_reshape())
+    raw = circle.Model.ModelT.InitFromPackedBuf(data, 0)
+    names = [t.name.decode() for t in raw.subgraphs[0].tensors]
+    raw.subgraphs[0].tensors[names.index("shape_empty")].buffer = 0
+    builder = flatbuffers.Builder(0)
+    builder.Finish(raw.Pack(builder), file_identifier=b"TFL3")
+    moved = bytes(builder.Output())
+    model = read_bytes(moved)
+    assert model.main.tensor("shape_empty").is_constant
+    x = np.array([2.5], np.float32)
+    fn, params = lower(model.validate())
+    np.testing.assert_array_equal(fn(params, x)[0], run_litert(moved, [x])[0])

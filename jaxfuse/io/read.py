@@ -203,13 +203,14 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
             ops.append(Op(opcode, inputs, outputs, options_type, _options(ro.builtinOptions), extra))
         name = sg.name.decode(errors="replace") if isinstance(sg.name, bytes) else sg.name
         graph_inputs = [tensor_at(i, f"subgraph {gi} inputs") for i in _as_list(sg.inputs)]
-        # A tensor with zero elements, a buffer of its own (index not 0) and no producer is a constant
-        # (e.g. an empty RESHAPE target): its empty buffer is its whole value. Converters also give
-        # activations buffers of their own, empty ones: a producer or being a graph input tells those apart.
+        # A tensor with zero elements that nothing computes is a constant (e.g. an empty RESHAPE target,
+        # usually with an empty buffer of its own): its empty value is all there is to know. Converters
+        # also give activations empty buffers of their own: a producer or being a graph input tells those
+        # apart. (LiteRT reads such a tensor as an unwritten one of zero elements: the same value.)
         computed = {id(t) for op in ops for t in op.outputs} | {id(t) for t in graph_inputs}
         for t, rt in zip(tensors, sg.tensors or []):
-            if t.buffer is None and rt.buffer and 0 in t.shape and id(t) not in computed and not t.is_variable:
-                t.buffer = empty_constant_at(int(rt.buffer))
+            if t.buffer is None and 0 in t.shape and id(t) not in computed and not t.is_variable:
+                t.buffer = empty_constant_at(int(rt.buffer)) if rt.buffer else Buffer(np.zeros(0, np.uint8))
         graphs.append(Graph(tensors, ops, graph_inputs,
                             [tensor_at(i, f"subgraph {gi} outputs") for i in _as_list(sg.outputs)], name))
 
