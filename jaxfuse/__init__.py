@@ -17,7 +17,10 @@ __version__ = "0.1.0"
 
 
 def lower(model, graph_index: int = 0):
-    """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs)."""
+    """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs).
+
+    A model with resource variables gives fn(params, *inputs, *state) -> (*outputs, *new_state),
+    state in jaxfuse.lowering.resource_variables(model) order (init_state / run_steps there)."""
     from .lowering import lower as _lower
     return _lower(model, graph_index)
 

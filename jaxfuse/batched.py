@@ -1,5 +1,8 @@
 """Whole-model inference over a sample set: `jaxfuse run --inputs` with many samples.
 
+A model with resource variables takes the samples as its steps: one after the other, in order,
+from the state its init subgraphs give (jaxfuse.lowering.stateful.run_steps).
+
 The model is one jit-compiled XLA program (XLA's optimizations, programs.RUN_COMPILER_OPTIONS:
 this is a run, not a check), vmapped over chunks of samples and sharded over the local devices, each
 process of a jax.distributed run taking its share of the chunks (see jaxfuse.distributed).
@@ -23,10 +26,12 @@ def run_model(model: Model, samples: SampleSet, devices=None, chunk: int | None 
     import jax
     from .distributed import allgather_rows, chunk_groups, share
     from .equivalence import chunk_size
-    from .lowering import lower
+    from .lowering import lower, resource_variables, run_steps
 
     graph = model.main
     total = len(samples)
+    if resource_variables(model):  # a stateful model: the samples are its steps, in order
+        return run_steps(model, samples.take(np.arange(total)))[0]
     fn, params = lower(model)
     keys = list(params)
     devices = list(devices) if devices else jax.local_devices()

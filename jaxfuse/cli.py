@@ -500,9 +500,11 @@ def _run_run(args: argparse.Namespace) -> int:
 
     import jax  # deferred: jax is slow to import and only run needs it
 
-    from .lowering import LoweringError, lower
+    from .lowering import LoweringError, lower, resource_variables, run_steps
     try:
-        if dataset is None:
+        if dataset is None and resource_variables(model):  # one step from the state the model starts in
+            outputs = [o[0] for o in run_steps(model, [np.asarray(x)[None] for x in inputs])[0]]
+        elif dataset is None:
             fn, params = lower(model)
             outputs = [np.asarray(o) for o in jax.jit(fn)(params, *inputs)]  # tracing may reject an op too
         else:
@@ -717,11 +719,12 @@ def _failing_model(paths: list[str], models: list[Model]) -> str | None:
     """The path of the first model whose lowering fails when traced on its input shapes."""
     import jax
 
-    from .lowering import LoweringError, lower
+    from .lowering import LoweringError, lower, resource_variables
     for path, model in zip(paths, models):
         try:
             fn, params = lower(model)
-            jax.eval_shape(fn, params, *[jax.ShapeDtypeStruct(t.shape, t.dtype) for t in model.main.inputs])
+            jax.eval_shape(fn, params, *[jax.ShapeDtypeStruct(t.shape, t.dtype) for t in model.main.inputs],
+                           *[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in resource_variables(model)])
         except LoweringError:
             return path
     return None
@@ -753,7 +756,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     b = _validated(_load(args.model_b), args.model_b)
     wait_for_jax()
     from .equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
-    from .lowering import LoweringError
+    from .lowering import LoweringError, WholeModelNeeded
     if args.samples is not None and args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}")
     samples = None
@@ -773,6 +776,9 @@ def _run_verify(args: argparse.Namespace) -> int:
         report = compare(a, b, samples, tolerance=tolerance, seed=args.seed,
                          num_samples=2 if args.samples is None else args.samples,
                          max_lsb=max_lsb, min_sqnr=args.min_sqnr)
+    except WholeModelNeeded as e:  # the checks run one graph at a time
+        raise CLIError(f"{args.model_a} vs {args.model_b}: cannot be verified: the checks run one graph at a time; "
+                       f"{e}") from None
     except LoweringError as e:
         raise CLIError(f"{_failing_model([args.model_a, args.model_b], [a, b]) or 'cannot run the models'}: {e}") \
             from None

@@ -3,7 +3,8 @@
 Ops point at Tensor objects, not indices, so graph surgery never renumbers anything;
 indices exist only in the file and are assigned by the writer.
 
-Constants live in `Buffer` objects. Several tensors may share one Buffer (the TFLite
+Constants live in `Buffer` objects; a tensor is a constant exactly when it has one (a
+constant may have zero elements: shape [0], an empty Buffer). Several tensors may share one Buffer (the TFLite
 converter deduplicates identical constants); the writer keeps that sharing. Buffers are
 immutable (their arrays are read-only): `Tensor.set_data` gives the tensor a fresh Buffer,
 so editing one tensor's constant can never change another tensor that shared it.
@@ -19,6 +20,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from .schema import BUILTIN_CUSTOM, BUILTIN_NAMES, TENSOR_TYPE_NAMES, TENSOR_TYPE_TO_DTYPE
+from .sparsity import Sparsity, SparsityError, densify, stored_count
+
+
+# Ops that act beyond their outputs (they write a resource variable or run other subgraphs,
+# which may): never dead, even with no reader. Any op with no outputs is kept too.
+SIDE_EFFECT_OPS = frozenset({"ASSIGN_VARIABLE", "CALL_ONCE", "CALL", "IF", "WHILE"})
+
+
+def has_side_effect(op: "Op") -> bool:
+    """Whether `op` must run although nothing reads its outputs."""
+    return not op.outputs or op.type in SIDE_EFFECT_OPS or bool(op.extra.get("has_side_effect"))
 
 
 class GraphError(ValueError):
@@ -87,8 +99,10 @@ class Tensor:
     shape_signature: tuple[int, ...] | None = None
     is_variable: bool = False
     has_rank: bool = False
-    # schema fields jaxfuse does not interpret (sparsity, variant types, compression)
+    # schema fields jaxfuse does not interpret (variant types, compression)
     extra: dict = field(default_factory=dict)
+    # a constant that stores only some of its values (jaxfuse.sparsity); `data` is the dense value
+    sparsity: Sparsity | None = None
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -96,7 +110,17 @@ class Tensor:
 
     @property
     def is_constant(self) -> bool:
-        return self.buffer is not None and self.buffer.nbytes > 0
+        return self.buffer is not None
+
+    @property
+    def stored_elements(self) -> int:
+        """How many elements a constant's buffer must hold: its non-zeros when it is sparse."""
+        if self.sparsity is None:
+            return math.prod(self.shape)
+        try:
+            return stored_count(self.shape, self.sparsity)
+        except SparsityError as e:
+            raise GraphError(f"tensor '{self.name}': sparsity: {e}") from None
 
     @property
     def is_quantized(self) -> bool:
@@ -111,7 +135,15 @@ class Tensor:
         if dtype is None:
             raise GraphError(f"tensor '{self.name}': constants of type "
                              f"{TENSOR_TYPE_NAMES.get(self.type, self.type)} cannot be viewed as an array")
-        return self.buffer.data.view(dtype).reshape(self.shape)
+        stored = self.buffer.data.view(dtype)
+        if self.sparsity is None:
+            return stored.reshape(self.shape)
+        try:
+            dense = densify(stored, self.shape, self.sparsity)
+        except SparsityError as e:
+            raise GraphError(f"tensor '{self.name}': sparsity: {e}") from None
+        dense.flags.writeable = False
+        return dense
 
     def set_data(self, value: np.ndarray) -> "Tensor":
         """Copy-on-write: give this tensor a new private buffer holding `value`."""
@@ -123,6 +155,7 @@ class Tensor:
         if self.shape_signature is not None:
             self.shape_signature = self.shape
         self.buffer = Buffer(value)
+        self.sparsity = None  # the new value is stored dense
         return self
 
     def __repr__(self) -> str:
@@ -239,11 +272,12 @@ class Graph:
         return self
 
     def remove_dead_ops(self) -> "Graph":
-        """Drop ops none of whose outputs reach a graph output (repeat to a fixed point)."""
+        """Drop ops none of whose outputs reach a graph output or an op with side effects
+        (has_side_effect: ASSIGN_VARIABLE, control flow, an op without outputs)."""
         live = {id(t) for t in self.outputs}
         kept = []
         for op in reversed(self.ops):
-            if any(id(t) in live for t in op.outputs) or op.extra.get("has_side_effect"):
+            if any(id(t) in live for t in op.outputs) or has_side_effect(op):
                 kept.append(op)
                 live.update(id(t) for t in op.inputs if t is not None)
         self.ops = kept[::-1]
@@ -351,9 +385,10 @@ class Graph:
                 produced[id(t)] = op
         for t in self.tensors:
             if t.is_constant and t.dtype is not None:
-                expected = math.prod(t.shape) * t.dtype.itemsize
+                expected = t.stored_elements * t.dtype.itemsize
                 if expected != t.buffer.nbytes:
-                    raise GraphError(f"{where}: constant '{t.name}' of shape {list(t.shape)} needs "
+                    stored = f" ({t.stored_elements} stored values)" if t.sparsity is not None else ""
+                    raise GraphError(f"{where}: constant '{t.name}' of shape {list(t.shape)}{stored} needs "
                                      f"{expected} bytes, its buffer has {t.buffer.nbytes}")
         # inputs must be available before use: graph inputs, constants, or earlier outputs
         available = {id(t) for t in self.inputs} | {id(t) for t in self.tensors if t.is_constant or t.is_variable}

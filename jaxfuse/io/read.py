@@ -15,6 +15,7 @@ import numpy as np
 from circle_schema.v0_10 import circle
 
 from ..ir import Buffer, Graph, Model, Op, OpCode, Quantization, SignatureDef, Tensor
+from ..sparsity import INDEX_DTYPES, DimMetadata, Sparsity
 
 IDENTIFIERS = {b"TFL3": "tflite", b"CIR0": "circle"}
 _OPTION_TYPE_NAMES = {v: k for k, v in vars(circle.BuiltinOptions.BuiltinOptions).items()
@@ -98,6 +99,25 @@ def _quantization(q) -> Quantization | None:
                         details_type=int(q.detailsType))
 
 
+def _sparsity(sp, owner: str) -> Sparsity | None:
+    if sp is None:
+        return None
+
+    def index_vector(kind, vector, what):
+        if not kind:
+            return None
+        if not 1 <= kind <= len(INDEX_DTYPES) or vector is None:
+            raise ModelError(f"{owner}: sparsity {what} have unknown vector type {kind}")
+        return np.asarray(vector.values if vector.values is not None else [], INDEX_DTYPES[kind - 1])
+
+    levels = [DimMetadata(int(d.format), int(d.denseSize), index_vector(d.arraySegmentsType, d.arraySegments,
+                                                                        "segments"),
+                          index_vector(d.arrayIndicesType, d.arrayIndices, "indices"))
+              for d in sp.dimMetadata or []]
+    return Sparsity(None if sp.traversalOrder is None else tuple(_as_list(sp.traversalOrder)),
+                    None if sp.blockMap is None else tuple(_as_list(sp.blockMap)), levels)
+
+
 def _options(obj) -> dict:
     if obj is None:
         return {}
@@ -118,6 +138,12 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
             buffers[index] = None if array is None or array.size == 0 else Buffer(array)
         return buffers[index]
 
+    empty_constants: dict[int, Buffer] = {}
+
+    def empty_constant_at(index: int) -> Buffer:
+        """The constant of zero elements a tensor with buffer `index` (not 0) holds."""
+        return empty_constants.setdefault(index, Buffer(np.zeros(0, np.uint8)))
+
     opcodes = []
     for ci, oc in enumerate(raw.operatorCodes or []):
         dep, code = int(oc.deprecatedBuiltinCode), int(oc.builtinCode)
@@ -133,13 +159,14 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
         for ti, rt in enumerate(sg.tensors or []):
             name = rt.name.decode(errors="replace") if isinstance(rt.name, bytes) else (rt.name or "")
             buf = buffer_at(int(rt.buffer), f"tensor '{name}' (index {ti})")
-            extra = {k: getattr(rt, k) for k in ("sparsity", "variantTensors", "compressionType")
+            extra = {k: getattr(rt, k) for k in ("variantTensors", "compressionType")
                      if getattr(rt, k) not in (None, 0)}
             tensors.append(Tensor(
                 name=name, shape=tuple(_as_list(rt.shape)), type=int(rt.type), buffer=buf,
                 quantization=_quantization(rt.quantization),
                 shape_signature=None if rt.shapeSignature is None else tuple(_as_list(rt.shapeSignature)),
-                is_variable=bool(rt.isVariable), has_rank=bool(rt.hasRank), extra=extra))
+                is_variable=bool(rt.isVariable), has_rank=bool(rt.hasRank), extra=extra,
+                sparsity=_sparsity(rt.sparsity, f"tensor '{name}' (index {ti})")))
 
         def tensor_at(index: int, owner: str) -> Tensor:
             if not 0 <= index < len(tensors):
@@ -175,8 +202,16 @@ def _convert(raw, data: bytes, file_format: str) -> Model:
             options_type = _OPTION_TYPE_NAMES.get(int(ro.builtinOptionsType)) if ro.builtinOptionsType else None
             ops.append(Op(opcode, inputs, outputs, options_type, _options(ro.builtinOptions), extra))
         name = sg.name.decode(errors="replace") if isinstance(sg.name, bytes) else sg.name
-        graphs.append(Graph(tensors, ops,
-                            [tensor_at(i, f"subgraph {gi} inputs") for i in _as_list(sg.inputs)],
+        graph_inputs = [tensor_at(i, f"subgraph {gi} inputs") for i in _as_list(sg.inputs)]
+        # A tensor with zero elements that nothing computes is a constant (e.g. an empty RESHAPE target,
+        # usually with an empty buffer of its own): its empty value is all there is to know. Converters
+        # also give activations empty buffers of their own: a producer or being a graph input tells those
+        # apart. (LiteRT reads such a tensor as an unwritten one of zero elements: the same value.)
+        computed = {id(t) for op in ops for t in op.outputs} | {id(t) for t in graph_inputs}
+        for t, rt in zip(tensors, sg.tensors or []):
+            if t.buffer is None and 0 in t.shape and id(t) not in computed and not t.is_variable:
+                t.buffer = empty_constant_at(int(rt.buffer)) if rt.buffer else Buffer(np.zeros(0, np.uint8))
+        graphs.append(Graph(tensors, ops, graph_inputs,
                             [tensor_at(i, f"subgraph {gi} outputs") for i in _as_list(sg.outputs)], name))
 
     metadata = []

@@ -18,6 +18,7 @@ from circle_schema.v0_10 import circle
 
 from ..ir import Buffer, GraphError, Model
 from ..schema import PLACEHOLDER_FOR_GREATER_OP_CODES
+from ..sparsity import INDEX_DTYPES
 
 EXTENSIONS = {".tflite": b"TFL3", ".circle": b"CIR0"}
 _OPTION_TYPES = {k: v for k, v in vars(circle.BuiltinOptions.BuiltinOptions).items()
@@ -100,6 +101,34 @@ def _quantization_t(q):
     return qt
 
 
+_INDEX_VECTORS = [circle.Int32Vector.Int32VectorT, circle.Uint16Vector.Uint16VectorT, circle.Uint8Vector.Uint8VectorT]
+
+
+def _sparsity_t(sparsity):
+    if sparsity is None:
+        return None
+    st = circle.SparsityParameters.SparsityParametersT()
+    st.traversalOrder = None if sparsity.traversal_order is None else np.asarray(sparsity.traversal_order, np.int32)
+    st.blockMap = None if sparsity.block_map is None else np.asarray(sparsity.block_map, np.int32)
+
+    def index_vector(values):
+        if values is None:
+            return 0, None
+        kind = INDEX_DTYPES.index(values.dtype)
+        vector = _INDEX_VECTORS[kind]()
+        vector.values = values
+        return kind + 1, vector
+
+    st.dimMetadata = []
+    for dm in sparsity.dim_metadata:
+        dt = circle.DimensionMetadata.DimensionMetadataT()
+        dt.format, dt.denseSize = dm.format, dm.dense_size
+        dt.arraySegmentsType, dt.arraySegments = index_vector(dm.array_segments)
+        dt.arrayIndicesType, dt.arrayIndices = index_vector(dm.array_indices)
+        st.dimMetadata.append(dt)
+    return st
+
+
 def _encode_opcode(opcode):
     oc = circle.OperatorCode.OperatorCodeT()
     code = opcode.builtin
@@ -123,7 +152,9 @@ def _model_t(model: Model, constant_bytes_out: list[np.ndarray] | None):
         key = id(buf)
         if key not in buffer_index:
             bt = _AlignedBufferT()
-            if constant_bytes_out is None:
+            if buf.nbytes == 0:
+                pass  # a constant of zero elements: a buffer of its own, with no data
+            elif constant_bytes_out is None:
                 bt.data = buf.data
             else:
                 bt.offset, bt.size = _PLACEHOLDER_OFFSET, buf.nbytes
@@ -157,6 +188,7 @@ def _model_t(model: Model, constant_bytes_out: list[np.ndarray] | None):
             tt.quantization = _quantization_t(t.quantization)
             tt.shapeSignature = None if t.shape_signature is None else np.asarray(t.shape_signature, np.int32)
             tt.isVariable, tt.hasRank = t.is_variable, t.has_rank
+            tt.sparsity = _sparsity_t(t.sparsity)
             for k, v in t.extra.items():
                 setattr(tt, k, v)
             sg.tensors.append(tt)

@@ -9,22 +9,34 @@ op's inputs in order (None for an omitted optional input). A value is either
   quantization scale (shapes, axes, paddings, permutations) are static, and an op whose
   inputs are all static is evaluated while tracing, so shape arithmetic (SHAPE ->
   STRIDED_SLICE -> PACK -> RESHAPE) stays static under jit.
+
+Whole models (`lower(model)`, or `lower_graph(..., model=model)`) may hold several subgraphs
+and resource variables. Rules of control-flow ops run other subgraphs through `ctx.frame`
+(graph_function), and a model's resource variables are threaded through as explicit state:
+the lowered function takes their values after the graph inputs and returns their new values
+after the graph outputs (resource_variables(model) gives their order), so a stateful model is
+still a pure function, one call per step.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
-from ..ir import Graph, Model, Op, Tensor
+from ..ir import Graph, Model, Op, Tensor, has_side_effect
 from ..schema import option_defaults
 from .quant import QuantParams, is_quantized_integer, quant_params, type_name
 
 
 class LoweringError(ValueError):
     """The graph (or the requested part of it) cannot be lowered to JAX."""
+
+
+class WholeModelNeeded(LoweringError):
+    """An op runs other subgraphs or resource variables, and only one graph (or a region) was lowered."""
 
 
 Rule = Callable[..., object]
@@ -86,11 +98,95 @@ def rule_for(op: Op, index: int) -> Rule:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """A resource variable: VAR_HANDLE's (container, shared_name), and the shape and dtype the
+    values read from it or assigned to it have."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def variable_key(op: Op) -> str:
+    """The variable a VAR_HANDLE op names: its shared_name, after its container when it has one."""
+    def text(v):
+        return v.decode(errors="replace") if isinstance(v, bytes) else (v or "")
+    container, name = text(op.options.get("container")), text(op.options.get("sharedName"))
+    return f"{container}/{name}" if container else name
+
+
+def resource_variables(model: Model) -> list[Variable]:
+    """The model's resource variables (in order of their first VAR_HANDLE, subgraph by
+    subgraph), each typed by the first READ_VARIABLE or ASSIGN_VARIABLE of it."""
+    typed: dict[str, Variable | None] = {}
+    for graph in model.graphs:
+        handles = {}
+        for op in graph.ops:
+            if op.type == "VAR_HANDLE" and op.outputs:
+                key = variable_key(op)
+                handles[id(op.outputs[0])] = key
+                typed.setdefault(key, None)
+            elif op.type in ("READ_VARIABLE", "ASSIGN_VARIABLE") and op.inputs and op.inputs[0] is not None:
+                key = handles.get(id(op.inputs[0]))
+                value = op.outputs[0] if op.type == "READ_VARIABLE" else op.inputs[1]
+                if key is not None and typed.get(key) is None and value is not None and value.dtype is not None:
+                    typed[key] = Variable(key, tuple(value.shape), value.dtype)
+    return [v for v in typed.values() if v is not None]
+
+
+class Frame:
+    """One run of a whole-model lowering: the model (for the subgraphs control flow runs)
+    and the current values of its resource variables, which VAR_HANDLE / READ_VARIABLE /
+    ASSIGN_VARIABLE use and change in graph order."""
+
+    def __init__(self, model: Model, variables: list[Variable], values: Sequence):
+        self.model = model
+        self.declared = variables
+        self.values = {v.key: value for v, value in zip(variables, values)}
+
+    def state(self) -> list:
+        return [self.values[v.key] for v in self.declared]
+
+    def set_state(self, state: Sequence) -> None:
+        self.values = {v.key: value for v, value in zip(self.declared, state)}
+
+    def run_graph(self, index: int, args: Sequence) -> list:
+        """Run subgraph `index` on `args` with the current variables (which it may change)."""
+        outputs, state = graph_function(self.model, index)(list(args), self.state())
+        self.set_state(state)
+        return outputs
+
+
+def graph_function(model: Model, index: int) -> Callable[[list, list], tuple[list, list]]:
+    """Subgraph `index` as a pure function (args, variable values) -> (outputs, new variable
+    values), its constants closed over: what lax.cond / lax.while_loop take."""
+    if not 0 <= index < len(model.graphs):
+        raise LoweringError(f"subgraph {index} is named by an op, the model has {len(model.graphs)}")
+    graph = model.graphs[index]
+    fn, params = lower_graph(graph, model=model, on_device=False, static_inputs=True)
+    count = len(graph.outputs)
+
+    def run(args: list, state: list) -> tuple[list, list]:
+        results = fn(params, *args, *state)
+        return list(results[:count]), list(results[count:])
+    return run
+
+
+@dataclass(frozen=True)
 class Ctx:
     """What a rule may know about its op besides the input values."""
 
     op: Op
     index: int  # position of the op in graph.ops
+    frame: Frame | None = None  # while a whole model runs: its subgraphs and variables
+
+    def whole_model(self) -> Frame:
+        """The run of the whole model this op is part of; an error when only a graph was lowered."""
+        if self.frame is None:
+            raise WholeModelNeeded(f"{self.where}: needs the whole model (its other subgraphs or resource "
+                                   "variables), which a lowering of one graph or region does not run "
+                                   "(jaxfuse.lower(model) does)")
+        return self.frame
 
     @property
     def inputs(self) -> list[Tensor | None]:
@@ -159,12 +255,19 @@ def _is_parameter(t: Tensor) -> bool:
     return _is_float(t) or is_quantized_integer(t)
 
 
-def _needed_ops(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> list[tuple[int, Op]]:
-    """The ops that compute `outputs` from `inputs` and constants, in graph order."""
+def _needed_ops(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+                 side_effects: bool = False) -> list[tuple[int, Op]]:
+    """The ops that compute `outputs` from `inputs` and constants (and with side_effects,
+    every op with side effects and what it reads), in graph order."""
     producer = graph.producers()
     given = {id(t) for t in inputs}
     needed: set[int] = set()
     stack = list(outputs)
+    if side_effects:
+        for op in graph.ops:
+            if has_side_effect(op):
+                needed.add(id(op))
+                stack.extend(x for x in op.inputs if x is not None)
     visited: set[int] = set()
     while stack:
         t = stack.pop()
@@ -194,10 +297,11 @@ def _check_result(ctx: Ctx, tensor: Tensor, value) -> None:
         raise ctx.error(f"lowered dtype {dtype} of '{tensor.name}' differs from the model's {tensor.dtype}")
 
 
-def _plan(graph: Graph, inputs: list[Tensor], outputs: list[Tensor]) -> list[tuple[Ctx, Rule]]:
+def _plan(graph: Graph, inputs: list[Tensor], outputs: list[Tensor],
+          side_effects: bool = False) -> list[tuple[Ctx, Rule]]:
     """(ctx, rule) for each op needed for `outputs`, in graph order, after checking that
     every op has a rule and every op's inputs are available in time."""
-    ops = _needed_ops(graph, inputs, outputs)
+    ops = _needed_ops(graph, inputs, outputs, side_effects)
     plan = [(Ctx(op, index), rule_for(op, index)) for index, op in ops]
     available = {id(t) for t in inputs}
     for ctx, _ in plan:
@@ -208,6 +312,12 @@ def _plan(graph: Graph, inputs: list[Tensor], outputs: list[Tensor]) -> list[tup
     return plan
 
 
+def _static(value):
+    """A result of static inputs as numpy, unless it came from elsewhere (a variable's value,
+    a subgraph's traced output)."""
+    return value if isinstance(value, jax.core.Tracer) else np.asarray(value)
+
+
 def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
     """Run one rule inside the op's named scope; all-static inputs give static (numpy) results."""
     with jax.named_scope(f"{ctx.op.type}_{ctx.index}"):
@@ -215,8 +325,8 @@ def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
             if all(v is None or isinstance(v, np.ndarray) for v in values):
                 with jax.ensure_compile_time_eval():
                     result = rule(ctx, *values)
-                result = tuple(np.asarray(r) for r in result) if isinstance(result, (tuple, list)) \
-                    else np.asarray(result)
+                result = tuple(_static(r) for r in result) if isinstance(result, (tuple, list)) \
+                    else _static(result)
             else:
                 result = rule(ctx, *values)
         except LoweringError:
@@ -230,7 +340,8 @@ def apply_rule(ctx: Ctx, rule: Rule, values: list) -> tuple:
 
 
 def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: Sequence[Tensor] | None = None,
-                all_tensors: bool = False, on_device: bool = True):
+                all_tensors: bool = False, on_device: bool = True, model: Model | None = None,
+                static_inputs: bool = False):
     """Lower `graph` (or the region between `inputs` and `outputs`) to `(fn, params)`.
 
     `fn(params, *input_arrays)` is pure and jit-able. It returns a tuple of arrays in
@@ -239,6 +350,13 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
     lowered ops read, keyed as in `tensor_keys(graph)`: device copies, or with
     on_device=False the tensors' own host arrays (no copy, for a caller that places
     them itself).
+
+    With `model` (the model `graph` belongs to), the graph runs as part of the whole model:
+    control flow runs the model's other subgraphs, ops with side effects run although
+    nothing reads them, and when the model has resource variables, `fn(params, *inputs,
+    *variables)` also takes their values (in resource_variables(model) order) and returns
+    their new values after the outputs (all_tensors: after the dict). With static_inputs, numpy
+    input arrays stay static (what a subgraph is called with: shapes stay known inside it).
     """
     inputs = list(graph.inputs if inputs is None else inputs)
     outputs = list(graph.outputs if outputs is None else outputs)
@@ -247,7 +365,8 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
         for t in lst:
             if id(t) not in keys:
                 raise LoweringError(f"{role} tensor '{t.name}' is not a tensor of this graph")
-    plan = _plan(graph, inputs, outputs)
+    variables = resource_variables(model) if model is not None else []
+    plan = _plan(graph, inputs, outputs, side_effects=model is not None)
     given = {id(t) for t in inputs}
     params: dict[str, jax.Array] = {}
     static: dict[int, np.ndarray] = {}
@@ -261,10 +380,15 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
             static[id(t)] = t.data
 
     def fn(params, *args):
-        if len(args) != len(inputs):
-            raise TypeError(f"expected {len(inputs)} input arrays ({', '.join(t.name for t in inputs)}), "
+        if len(args) != len(inputs) + len(variables):
+            state = f" and {len(variables)} variable values ({', '.join(v.key for v in variables)})" \
+                if variables else ""
+            raise TypeError(f"expected {len(inputs)} input arrays ({', '.join(t.name for t in inputs)}){state}, "
                             f"got {len(args)}")
-        env = {id(t): jax.numpy.asarray(a) for t, a in zip(inputs, args)}
+        env = {id(t): a if static_inputs and isinstance(a, np.ndarray) else jax.numpy.asarray(a)
+               for t, a in zip(inputs, args)}
+        frame = None if model is None else \
+            Frame(model, variables, [jax.numpy.asarray(a) for a in args[len(inputs):]])
 
         def read(t: Tensor | None):
             if t is None:
@@ -277,17 +401,27 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
             return jax.numpy.asarray(params[keys[key]])
 
         for ctx, rule in plan:
+            if frame is not None:
+                ctx = dataclasses.replace(ctx, frame=frame)
             results = apply_rule(ctx, rule, [read(t) for t in ctx.inputs])
             for t, v in zip(ctx.outputs, results):
                 _check_result(ctx, t, v)
                 env[id(t)] = v
+        state = tuple(frame.state()) if variables else ()
         if all_tensors:
-            return {keys[id(t)]: env[id(t)] for t in inputs + [t for ctx, _ in plan for t in ctx.outputs]}
-        return tuple(read(t) for t in outputs)
+            tensors = {keys[id(t)]: env[id(t)] for t in inputs + [t for ctx, _ in plan for t in ctx.outputs]}
+            return (tensors, *state) if variables else tensors
+        return tuple(read(t) for t in outputs) + state
 
     return fn, params
 
 
 def lower(model: Model, graph_index: int = 0):
-    """Lower subgraph `graph_index` (the main one by default): `(fn, params)` as in `lower_graph`."""
-    return lower_graph(model.graphs[graph_index])
+    """Lower subgraph `graph_index` (the main one by default) as part of the whole model:
+    `(fn, params)` as in `lower_graph(..., model=model)`. A model without resource variables
+    gives fn(params, *inputs) -> outputs; one with them fn(params, *inputs, *variables) ->
+    (*outputs, *new variables), in resource_variables(model) order (jaxfuse.lowering.stateful
+    has init_state and run_steps)."""
+    if not 0 <= graph_index < len(model.graphs):
+        raise LoweringError(f"subgraph {graph_index} does not exist, the model has {len(model.graphs)}")
+    return lower_graph(model.graphs[graph_index], model=model)

@@ -450,6 +450,10 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
                            applied=lambda graph: _let_go_of_replaced(reference_values, graph, reference_outputs))
     optimizer.run()
     weights16 = float16.restore(model.main, float16_origins) if float16_origins else None
+    if not optimizer.rewrites:
+        # nothing was rewritten: the model goes out as it came in (cleanup and the float16 round trip
+        # may reorder ops, and no op may be dropped from a model the report calls unchanged)
+        model = original.copy()
     reports = {p.name: optimizer.reports.get(p.name, PassReport()) for p in requested}
     release_free_memory()
     timings["passes"] = time.perf_counter() - t - timings.get("reference_run", 0.0)
