@@ -211,17 +211,22 @@ def structure_key(ops: list[Op], inputs: list[Tensor], outputs: list[Tensor], ex
     flags and extra fields; the values of every constant lowering bakes in (integer
     constants without a scale: shapes, axes, paddings) and of every constant a quantized
     op reads (quantized rules compute multipliers, tables and bounds from them while
-    tracing). Float rules never read a float constant's value while tracing: it arrives
-    as a traced parameter (tests/test_programs.py checks the rule modules for that).
+    tracing) or a float rule registered with reads_constant_values reads. Other float rules
+    never read a float constant's value while tracing: it arrives as a traced parameter
+    (tests/test_programs.py checks the rules for that).
     None when an op has no rule (lowering will say so)."""
     import jax
-    from .lowering.core import LoweringError, _is_parameter, op_family, rule_for
+    from .lowering.core import READS_CONSTANT_VALUES, LoweringError, _is_parameter, op_family, rule_for
     position: dict[int, int] = {}
     order: list[Tensor] = []
-    quantized_readers: set[int] = set()
+    value_readers: set[int] = set()
     for op in ops:
-        if op_family(op) == "quantized":
-            quantized_readers.update(id(t) for t in op.inputs if t is not None)
+        try:
+            reads_values = op_family(op) == "quantized" or rule_for(op, 0) in READS_CONSTANT_VALUES
+        except LoweringError:
+            return None
+        if reads_values:
+            value_readers.update(id(t) for t in op.inputs if t is not None)
     h = hashlib.blake2b(digest_size=20)
 
     def tensor(t: Tensor | None) -> None:
@@ -240,7 +245,7 @@ def structure_key(ops: list[Op], inputs: list[Tensor], outputs: list[Tensor], ex
         if q is not None:
             h.update(_canonical([q.scale, q.zero_point, q.min, q.max, q.quantized_dimension, q.details,
                                  q.details_type]))
-        if t.is_constant and (not _is_parameter(t) or id(t) in quantized_readers):
+        if t.is_constant and (not _is_parameter(t) or id(t) in value_readers):
             h.update(b"D" + hashlib.blake2b(t.buffer.data, digest_size=20).digest())
 
     for t in inputs:

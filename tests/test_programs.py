@@ -14,7 +14,7 @@ from jaxfuse import programs, segmented
 from jaxfuse.builder import ModelBuilder
 from jaxfuse.equivalence import check_region
 from jaxfuse.ir import Graph, Op
-from jaxfuse.lowering import lower_graph
+from jaxfuse.lowering import RULES, lower_graph
 from jaxfuse.numerics import random_inputs
 from quantized import QConst, QIn, quantized_op, random_q
 
@@ -113,12 +113,33 @@ def test_float_weights_are_arguments_not_part_of_the_key():
 
 def test_float_rules_never_read_constant_values_while_tracing():
     """structure_key leaves float constants' values out because float rules receive them as
-    traced parameters; a float rule reading Tensor.data would make that unsound."""
-    float_modules = [p for p in LOWERING.glob("*.py") if not p.name.startswith("quantized_")
-                     and p.name not in ("core.py", "fixed_point.py", "__init__.py")]
-    assert float_modules
-    for path in float_modules:
-        assert not re.search(r"\.data\b", path.read_text()), f"{path.name} reads a constant's .data"
+    traced parameters; a float rule reading Tensor.data would make that unsound unless it is
+    registered with reads_constant_values (then its inputs' values are in the key)."""
+    import inspect
+
+    from jaxfuse.lowering.core import READS_CONSTANT_VALUES
+    float_rules = [rule for (op, family), rule in RULES.items() if family == "float"]
+    assert float_rules
+    for rule in float_rules:
+        if rule not in READS_CONSTANT_VALUES:
+            assert not re.search(r"\.data\b", inspect.getsource(rule)), f"{rule.__qualname__} reads a constant's .data"
+
+
+def test_a_rule_reading_float_constants_has_them_in_the_key():
+    """RANGE's float start/limit/delta fix its output's length: two RANGEs that differ only in
+    them are different programs."""
+
+    def ranged(limit):
+        b = ModelBuilder()
+        x = b.input("x", [1])
+        r = b.op("RANGE", [b.const("start", np.array(0.0, np.float32)), b.const("limit", np.array(limit, np.float32)),
+                           b.const("delta", np.array(1.0, np.float32))])
+        b.output(b.op("ADD", [b.op("SUM", [r, b.const("axis", np.array([0], np.int32))]), x]))
+        r.shape, r.shape_signature = (3,), (-1,)  # a dynamic length, stored alike in both
+        return b.build().main
+    a, b = ranged(3.0), ranged(4.0)
+    keys = [segmented.structure_key(g.ops, g.inputs, g.outputs, ())[0] for g in (a, b)]
+    assert keys[0] != keys[1]
 
 
 def test_region_checks_of_repeated_regions_reuse_the_program_with_their_own_values():

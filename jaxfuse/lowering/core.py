@@ -46,11 +46,16 @@ FAMILIES = (FLOAT, QUANTIZED)
 # tensors is a quantized integer (int8/uint8/int16 with a scale), else FLOAT (which also
 # covers plain integer and bool arithmetic on shapes, indices and masks).
 RULES: dict[tuple[str, str], Rule] = {}
+# Float rules that read their constant inputs' values while tracing (RANGE: they fix the output's
+# length). Elsewhere float constants are traced parameters, left out of segmented.structure_key.
+READS_CONSTANT_VALUES: set[Rule] = set()
 
 
-def register(op_type: str, family: str = FLOAT) -> Callable[[Rule], Rule]:
+def register(op_type: str, family: str = FLOAT, reads_constant_values: bool = False) -> Callable[[Rule], Rule]:
     """Decorator: make `fn` the lowering rule of builtin `op_type` for one type family; a
-    second rule for the same op and family is an error."""
+    second rule for the same op and family is an error. A float rule that reads a float
+    constant's value while tracing must say so (`reads_constant_values`), so that programs
+    are told apart by those values."""
     if family not in FAMILIES:
         raise ValueError(f"unknown type family {family!r} (known: {', '.join(FAMILIES)})")
 
@@ -60,6 +65,8 @@ def register(op_type: str, family: str = FLOAT) -> Callable[[Rule], Rule]:
             raise ValueError(f"a {family} lowering rule for {op_type} is already registered "
                              f"({RULES[key].__qualname__})")
         RULES[key] = fn
+        if reads_constant_values:
+            READS_CONSTANT_VALUES.add(fn)
         return fn
     return decorate
 

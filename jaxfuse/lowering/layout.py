@@ -147,7 +147,7 @@ def zeros_like(ctx, x):
     return jnp.zeros_like(x)
 
 
-@register("RANGE")
+@register("RANGE", reads_constant_values=True)
 def range_(ctx, start, limit, delta):
     """[start, start + delta, ...) up to limit (exclusive), from static scalars: the length is
     ceil(|limit - start| / |delta|) and each value the previous one plus delta (LiteRT's running

@@ -1,6 +1,6 @@
 """DENSIFY: a sparse constant (Tensor.sparsity) as its dense tensor.
 
-Tensor.data of a sparse constant already is the dense value (jaxfuse.sparsity.densify, in
+The value of a sparse constant, as the IR gives it, already is the dense one (jaxfuse.sparsity.densify, in
 numpy while the model is lowered), so the rule passes it on; the lowering reads the values the
 file stores and places them where the dimension metadata says.
 """
