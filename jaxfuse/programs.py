@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .xla import SAFE_COMPILER_OPTIONS, YNN_FLAG, YNN_INDIVIDUAL_OPS
+from .xla import NO_YNNPACK, YNN_FLAG, YNN_INDIVIDUAL_OPS
 
 CHECK_COMPILER_OPTIONS = {
     "xla_backend_optimization_level": 0,        # LLVM -O0
@@ -40,12 +40,12 @@ CHECK_COMPILER_OPTIONS = {
     "xla_cpu_parallel_codegen_split_count": 1,  # one LLVM module: ~2x less for small programs
     # no YNNPACK fusions: they miscompile (jaxfuse.xla), and they prepare each convolution on an
     # executable's first run, which costs as much as the run itself (ResNet50V2: 0.37 s -> 0.14 s)
-    **SAFE_COMPILER_OPTIONS,
+    **NO_YNNPACK,
 }
 # For programs that run many times (a comparison over a large data set): XLA's optimizations,
 # still without YNNPACK's fusions (ResNet50V2, 4 samples a batch, 2 CPU cores: 0.043 s a sample
 # against 0.071 s with the check options and 0.053 s with XLA's defaults; ~1.5 s to compile).
-RUN_COMPILER_OPTIONS = dict(SAFE_COMPILER_OPTIONS)
+RUN_COMPILER_OPTIONS = dict(NO_YNNPACK)
 MAX_PROGRAMS = 512  # executables kept (code only: weights are arguments)
 COMPILE_THREADS = max(1, min(2, os.cpu_count() or 1))
 _UNSUPPORTED_OPTIONS: set[str] = set()  # options this jaxlib does not know

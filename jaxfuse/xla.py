@@ -2,13 +2,18 @@
 
 jaxlib 0.10.2's YNNPACK fusions (on by default for jit on CPU) miscompile real models: on a
 BlazeFace-style detector, RELU -> 3x3 depthwise conv -> zero pad of the channel axis ->
-ADD of the padded RELU output -> 2x2 MAX_POOL computes 15-27% wrong under jit, while eager
-execution, jit without those fusions and jaxlib 0.10.1 are exact. Public reports show the
-fusions wrong in later releases too. So jaxfuse compiles without them, on every path:
+ADD of the padded RELU output -> 2x2 MAX_POOL computes 15-27% wrong under jit (the whole
+detector 0.87 of its output's scale), while eager execution, jit without those fusions and
+jaxlib 0.10.1 are exact. Public reports show the fusions wrong in later releases too. Handing
+YNNPACK single convolutions and dots only, never fusions of their neighbours, is exact on that
+pattern and as fast as XLA's defaults (bench/results/xla_settings.md; turning YNNPACK off
+altogether costs 1.8-3x on MediaPipe's detectors). So jaxfuse compiles that way, on every path:
 
-- its own programs (checks, `run`, batched runs, `bench`) pass SAFE_COMPILER_OPTIONS
-  (programs.CHECK_COMPILER_OPTIONS and RUN_COMPILER_OPTIONS include them);
-- `jaxfuse.jit(fn)` is `jax.jit(fn)` with those options, for a script's own programs;
+- programs that run many times (`jaxfuse.jit`, `bench`'s XLA timings) pass
+  SAFE_COMPILER_OPTIONS; the checks' programs, compiled to run once, leave YNNPACK out
+  entirely (programs.CHECK_COMPILER_OPTIONS and RUN_COMPILER_OPTIONS, NO_YNNPACK), except
+  for the float64 products of quantized lowerings (programs.effective_options);
+- `jaxfuse.jit(fn)` is `jax.jit(fn)` with SAFE_COMPILER_OPTIONS, for a script's own programs;
 - importing jaxfuse adds the same setting to XLA_FLAGS when JAX's backend has not started
   yet (XLA reads XLA_FLAGS once, when the backend starts), so a plain `jax.jit` of a
   lowered model is safe too. A setting of the user's own for the same flag is kept, and
@@ -23,10 +28,10 @@ import sys
 from importlib import metadata
 
 YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
-SAFE_COMPILER_OPTIONS = {YNN_FLAG: ""}
-# Single convolutions and dots through YNNPACK, no fusions of their neighbours: exact on the
-# pattern above, and what makes the float64 products of quantized lowerings fast
+# Single convolutions and dots through YNNPACK, no fusions of their neighbours
 YNN_INDIVIDUAL_OPS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+SAFE_COMPILER_OPTIONS = {YNN_FLAG: YNN_INDIVIDUAL_OPS}
+NO_YNNPACK = {YNN_FLAG: ""}
 # Releases whose XLA knows the flag (an unknown flag in XLA_FLAGS aborts the process)
 FIRST_JAXLIB_WITH_FLAG = (0, 10, 0)
 OPT_OUT_VARIABLE = "JAXFUSE_KEEP_XLA_FLAGS"
@@ -71,7 +76,7 @@ def apply_to_environment() -> str:
         _environment_state = ("too late: JAX's backend started before jaxfuse was imported; "
                               "use jaxfuse.jit for programs of lowered models")
     else:
-        os.environ["XLA_FLAGS"] = f"{flags} --{YNN_FLAG}=".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} --{YNN_FLAG}={YNN_INDIVIDUAL_OPS}".strip()
         _environment_state = "applied"
     return _environment_state
 

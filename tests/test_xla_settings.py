@@ -110,7 +110,8 @@ def test_a_users_own_setting_is_kept_and_the_opt_out_works():
     flags, state = _child(code, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
                                  xla.OPT_OUT_VARIABLE: ""}).splitlines()
     if xla.jaxlib_knows_flag():
-        assert flags == "--xla_cpu_multi_thread_eigen=false --xla_cpu_experimental_ynn_fusion_type="
+        assert flags == ("--xla_cpu_multi_thread_eigen=false --xla_cpu_experimental_ynn_fusion_type="
+                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
         assert state == "applied"
 
 
