@@ -5,6 +5,10 @@
     m2, report = jaxfuse.optimize(m)           # every rewrite checked, then the whole model
     jaxfuse.verify(m, m2)                      # VerifyReport: errors, first divergent tensor
     jaxfuse.save(m2, "model_fused.circle")     # format by extension
+
+Every command has its function: inspect, run, optimize, verify, quantize, bench (reports
+with to_dict(), what --json / --report print, and format_text(), what the terminal shows).
+JAX is imported only when a function needs it.
 """
 from .io import ModelError, read as load, write as save
 from .ir import Buffer, Graph, GraphError, Model, Op, OpCode, Quantization, Tensor
@@ -13,25 +17,32 @@ __version__ = "0.1.0"
 
 
 def lower(model, graph_index: int = 0):
-    """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs)."""
+    """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs).
+
+    >>> import numpy as np, jax, jaxfuse
+    >>> fn, params = jaxfuse.lower(jaxfuse.load("examples/models/resnet50v2_tiny.tflite"))
+    >>> (probs,) = jax.jit(fn)(params, np.zeros((1, 64, 64, 3), np.float32))
+    >>> probs.shape
+    (1, 10)
+    """
     from .lowering import lower as _lower
     return _lower(model, graph_index)
 
 
-def optimize(model, passes=None, **options):
-    """(optimized copy, OptimizationReport); see jaxfuse.passes.manager.optimize."""
-    from .passes import optimize as _optimize
-    return _optimize(model, passes, **options)
+# The function behind each command, imported on first use (these modules import JAX only
+# when called): name -> module.
+_API = {"inspect": "summary", "run": "running", "optimize": "optimizing", "verify": "verifying",
+        "quantize": "quantizing", "bench": "benchmark"}
 
 
-def verify(reference, candidate, inputs=None, **options):
-    """Compare two models through JAX (outputs and every shared tensor): a VerifyReport.
-
-    inputs: a list of samples (each a list of arrays in graph-input order); default: seeded
-    random samples. See jaxfuse.equivalence.compare for the options."""
-    from .equivalence import compare
-    return compare(reference, candidate, inputs, **options)
+def __getattr__(name: str):
+    if name in _API:
+        from importlib import import_module
+        function = getattr(import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = function
+        return function
+    raise AttributeError(f"module 'jaxfuse' has no attribute {name!r}")
 
 
 __all__ = ["Buffer", "Graph", "GraphError", "Model", "ModelError", "Op", "OpCode", "Quantization", "Tensor",
-           "load", "lower", "optimize", "save", "verify", "__version__"]
+           "bench", "inspect", "load", "lower", "optimize", "quantize", "run", "save", "verify", "__version__"]
