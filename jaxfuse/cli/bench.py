@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from .common import EXIT_CODES_HELP, EXIT_OK, CLIError, Command, load_valid, register
+from .common import EXIT_CODES_HELP, EXIT_OK, CLIError, Command, load_valid, print_report, register
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot run: {e}") from None
     except ValueError as e:  # no such device
         raise CLIError(str(e)) from None
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    print_report(report, args.json)
     return EXIT_OK
 
 

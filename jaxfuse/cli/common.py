@@ -11,6 +11,7 @@ destination directory and renamed into place, so a failed command never leaves a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -146,6 +147,11 @@ def json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def print_report(report, as_json: bool, *labels: str) -> None:
+    """A report as --json prints it (to_dict(), indented) or as text (format_text(*labels))."""
+    print(json.dumps(report.to_dict(), indent=2, default=json_default) if as_json else report.format_text(*labels))
 
 
 # -- inputs ------------------------------------------------------------------------------

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from .. import summary
-from .common import EXIT_CODES_HELP, EXIT_OK, Command, load, register
+from .common import EXIT_CODES_HELP, EXIT_OK, Command, load, print_report, register
 
 INSPECT_JSON_HELP = """\
 --json prints one JSON object with these keys:
@@ -41,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = summary.inspect(load(args.model), args.model)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    print_report(report, args.json)
     return EXIT_OK
 
 

@@ -1,16 +1,15 @@
 """`jaxfuse verify MODEL_A MODEL_B [...]`: equivalence.compare on the two models, printed.
 
-The command reads the samples (`_samples`), compares (`_compare`) and prints the report
-(`_print`); an option that compares against something else (another engine on the same
-samples) belongs in `_compare`."""
+The command reads the samples (`_samples`), compares (`_compare`) and prints the report;
+an option that compares against something else (another engine on the same samples)
+belongs in `_compare`."""
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..programs import wait_for_jax
 from .common import (EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, CLIError, Command, add_scale_out_arguments,
-                     check_samples_option, json_default, load_valid, open_inputs, register, start, start_jax)
+                     check_samples_option, load_valid, open_inputs, print_report, register, start, start_jax)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,13 +68,6 @@ def _compare(args: argparse.Namespace, a, b, samples):
     return report, leader
 
 
-def _print(args: argparse.Namespace, report) -> None:
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=json_default))
-    else:
-        print(report.format_text(args.model_a, args.model_b))
-
-
 def run(args: argparse.Namespace) -> int:
     start_jax(args)
     a = load_valid(args.model_a)
@@ -83,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     wait_for_jax()
     report, leader = _compare(args, a, b, _samples(args, a))
     if leader:  # every process holds the whole report; the first prints it
-        _print(args, report)
+        print_report(report, args.json, args.model_a, args.model_b)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
