@@ -76,9 +76,24 @@ def test_run_takes_one_sample_a_dict_or_several():
         jaxfuse.run(GOOD, [x.astype(np.float64), y])
 
 
-def test_run_quantizes_float_inputs_of_a_quantized_model(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_int8(tmp_path_factory):
+    """A 6-op int8 model (quick to compile, unlike the int8 fixtures), made by ai-edge-quantizer."""
+    if find_spec("ai_edge_quantizer") is None:
+        pytest.skip("ai-edge-quantizer is not installed (pip install 'jaxfuse[quantize]')")
+    from jaxfuse.quantization import quantize
+    from test_quantize_and_verify import small_float_model
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("int8") / "small_int8.tflite"
+    path.write_bytes(quantize(small_float_model(), [[rng.standard_normal([1, 8, 8, 3]).astype(np.float32)]
+                                                    for _ in range(8)]).tflite_bytes)
+    return str(path)
+
+
+def test_run_quantizes_float_inputs_of_a_quantized_model(tmp_path, capsys, small_int8):
     from jaxfuse.numerics import quantize
     from reference import run_litert
+    INT8 = small_int8
     model = jaxfuse.load(INT8)
     tensor = model.main.inputs[0]
     real = np.random.default_rng(1).standard_normal(tuple(tensor.shape)).astype(np.float32)
