@@ -179,10 +179,11 @@ def bench(models: list, rounds: int = 30, warmup: int = 2, min_seconds: float = 
     labels default to "A:path", "B:path", ... (or "A", "B", ... for Models).
 
     >>> import jaxfuse
-    >>> path = "examples/models/resnet50v2_tiny.tflite"
-    >>> report = jaxfuse.bench([path, path], rounds=2, warmup=0, min_seconds=0)
-    >>> list(report.to_dict()["models"]), report.models["A:" + path].ratio_median
-    (['A:examples/models/resnet50v2_tiny.tflite', 'B:examples/models/resnet50v2_tiny.tflite'], 1.0)
+    >>> report = jaxfuse.bench(["examples/models/misc_ops_tiny.tflite"], rounds=2, warmup=0, min_seconds=0)
+    >>> list(report.to_dict()["models"]), report.models["A:examples/models/misc_ops_tiny.tflite"].ratio_median
+    (['A:examples/models/misc_ops_tiny.tflite'], 1.0)
+    >>> print(report.format_text().splitlines()[1])  # doctest: +ELLIPSIS
+      A:examples/models/misc_ops_tiny.tflite: median ... ms
     """
     import jax
 

@@ -157,9 +157,9 @@ def quantize(model, calibration=None, scheme: str = "int8", samples: int | None 
     model.
 
     >>> import jaxfuse
-    >>> q, report = jaxfuse.quantize("examples/models/mobilenetv2_tiny.tflite", samples=4)
+    >>> q, report = jaxfuse.quantize("examples/models/misc_ops_tiny.tflite", samples=2)
     >>> report.ok, q.main.inputs[0].dtype.name, report.to_dict()["calibration_samples"]
-    (True, 'int8', 4)
+    (True, 'int8', 2)
     >>> print(report.format_text().splitlines()[0].split(": ")[1])
     int8 (int8 weights (per channel), int8 activations), ai-edge-quantizer ...
     """

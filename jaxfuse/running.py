@@ -108,7 +108,7 @@ def run_report(model, inputs=None, raw: bool = False, seed: int = 0) -> RunResul
     """`jaxfuse run` as a function: the outputs and what the command prints about them.
 
     >>> import jaxfuse
-    >>> result = run_report("examples/models/resnet50v2_tiny.tflite", seed=1)
+    >>> result = run_report("examples/models/misc_ops_tiny.tflite", seed=1)
     >>> print(result.format_text().splitlines()[0])
     inputs: random, seed 1
     >>> result.to_dict()["outputs"][0]["shape"]
@@ -127,17 +127,15 @@ def run(model, inputs=None, raw: bool = False, seed: int = 0) -> list[np.ndarray
     (list of arrays, or dict by input name), a list of samples or a SampleSet (outputs then
     carry a leading sample axis), an .npz path, or None for one seeded random sample. Float
     inputs to a quantized model are quantized with each input's scale and zero point;
-    raw=True requires the integer values themselves. Outputs keep the model's dtypes.
+    raw=True requires the integer values themselves. Outputs keep the model's dtypes (a
+    quantized model's are integers: dequantize with numerics.dequantize(array, tensor)).
 
     >>> import numpy as np, jaxfuse
-    >>> x = np.zeros((1, 64, 64, 3), np.float32)
-    >>> (probs,) = jaxfuse.run("examples/models/resnet50v2_tiny.tflite", [x])
+    >>> x = np.zeros((1, 32, 32, 3), np.float32)
+    >>> (probs,) = jaxfuse.run("examples/models/misc_ops_tiny.tflite", [x])
     >>> probs.shape, round(float(probs.sum()), 4)
     ((1, 10), 1.0)
-    >>> (q,) = jaxfuse.run("examples/models/resnet50v2_tiny_int8.tflite", [x])  # quantized for you
-    >>> q.dtype
-    dtype('int8')
-    >>> [o.shape for o in jaxfuse.run("examples/models/resnet50v2_tiny.tflite", [[x], [x + 1]])]
+    >>> [o.shape for o in jaxfuse.run("examples/models/misc_ops_tiny.tflite", [[x], [x + 1]])]
     [(2, 1, 10)]
     """
     return run_report(model, inputs, raw, seed).outputs

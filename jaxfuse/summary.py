@@ -127,7 +127,7 @@ def inspect(model, path: str | None = None) -> ModelSummary:
     >>> s.op_count, s.quantization["scheme"], s.inputs[0]["shape"]
     (115, 'float', [1, 64, 64, 3])
     >>> s.to_dict()["op_histogram"]["CONV_2D"]
-    38
+    53
     >>> print(s.format_text().splitlines()[1])
     format:       tflite
     """
