@@ -31,8 +31,9 @@ def optimize(model, passes=None, target: str = "float", calibration=None, sample
     changed. `model`: a Model or a path.
 
     target "float": every exact pass (or `passes`, names or Pass instances), each rewrite
-    checked, then the whole model (options: verify, inputs, tolerance, lossy_float16, see
-    jaxfuse.passes.manager.optimize); the report is an OptimizationReport.
+    checked, then the whole model (options: verify, inputs (samples, a SampleSet or an .npz
+    path), tolerance, lossy_float16, see jaxfuse.passes.manager.optimize); the report is an
+    OptimizationReport.
     target "int8" / "int16x8": the exact fold that stays best after quantization with
     ai-edge-quantizer on `calibration` (an .npz path, a SampleSet or a list of samples;
     None: `samples` seeded random ones, default 32), within `max_sqnr_loss` dB (default
@@ -52,6 +53,9 @@ def optimize(model, passes=None, target: str = "float", calibration=None, sample
         model = read(os.fspath(model)).validate()
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (known: {', '.join(TARGETS)})")
+    if isinstance(options.get("inputs"), (str, os.PathLike)):  # an .npz file or directory of samples
+        from .samples import open_samples
+        options["inputs"] = open_samples(os.fspath(options["inputs"]), model.main.inputs)
     if target == "float":
         from .passes import optimize as optimize_passes
         optimized, report = optimize_passes(model, passes, **options)
