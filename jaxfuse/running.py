@@ -74,6 +74,8 @@ def model_inputs(model: Model, inputs=None, raw: bool = False, seed: int = 0, pa
         if len(dataset) == 1 and dataset.form == SINGLE:  # one sample of exactly the model's shapes
             return Inputs(dataset[0], None, source, dataset.quantizes)
         return Inputs(None, dataset, source + f" ({len(dataset)} samples)", dataset.quantizes)
+    if isinstance(inputs, np.ndarray):  # one array: the one input of a one-input model
+        inputs = [inputs]
     if isinstance(inputs, SampleSet):
         return Inputs(None, inputs, f"given ({len(inputs)} samples)", inputs.quantizes)
     if isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and

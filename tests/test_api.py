@@ -60,10 +60,13 @@ def test_run_matches_the_command(tmp_path, capsys):
 
 
 def test_run_takes_one_sample_a_dict_or_several():
+    from jaxfuse.samples import SampleError
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
     y = rng.standard_normal((1, 4, 4, 3)).astype(np.float32)
     (one,) = jaxfuse.run(GOOD, [x, y])
+    with pytest.raises(SampleError, match="1 array"):
+        jaxfuse.run(GOOD, x)  # a bare array is the one input of a one-input model
     (named,) = jaxfuse.run(GOOD, {"y": y, "x": x})
     (both,) = jaxfuse.run(GOOD, [[x, y], [x * 2, y]])
     np.testing.assert_array_equal(one, named)
