@@ -11,21 +11,10 @@ import numpy as np
 import pytest
 
 import jaxfuse
-from jaxfuse import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOOD = os.path.join(ROOT, "tests", "bad_inputs", "good.tflite")
+from test_cli_pins import GOOD, ROOT, call, requires_quantizer
+
 MODELS = os.path.join(ROOT, "examples", "models")
-INT8 = os.path.join(MODELS, "mobilenetv2_tiny_int8.tflite")
-
-requires_quantizer = pytest.mark.skipif(find_spec("ai_edge_quantizer") is None,
-                                        reason="ai-edge-quantizer is not installed (pip install 'jaxfuse[quantize]')")
-
-
-def call(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_api_needs_no_jax_to_import_or_inspect():
@@ -80,23 +69,25 @@ def test_run_takes_one_sample_a_dict_or_several():
 
 
 @pytest.fixture(scope="module")
-def small_int8(tmp_path_factory):
-    """A 6-op int8 model (quick to compile, unlike the int8 fixtures), made by ai-edge-quantizer."""
+def small_pair(tmp_path_factory):
+    """(float path, int8 path) of a 6-op model and its int8 version made by ai-edge-quantizer
+    (quick to compile, unlike the int8 fixtures)."""
     if find_spec("ai_edge_quantizer") is None:
         pytest.skip("ai-edge-quantizer is not installed (pip install 'jaxfuse[quantize]')")
     from jaxfuse.quantization import quantize
     from test_quantize_and_verify import small_float_model
     rng = np.random.default_rng(1)
-    path = tmp_path_factory.mktemp("int8") / "small_int8.tflite"
-    path.write_bytes(quantize(small_float_model(), [[rng.standard_normal([1, 8, 8, 3]).astype(np.float32)]
-                                                    for _ in range(8)]).tflite_bytes)
-    return str(path)
+    folder = tmp_path_factory.mktemp("int8")
+    jaxfuse.save(small_float_model(), folder / "small.tflite")
+    (folder / "small_int8.tflite").write_bytes(quantize(small_float_model(), [
+        [rng.standard_normal([1, 8, 8, 3]).astype(np.float32)] for _ in range(8)]).tflite_bytes)
+    return str(folder / "small.tflite"), str(folder / "small_int8.tflite")
 
 
-def test_run_quantizes_float_inputs_of_a_quantized_model(tmp_path, capsys, small_int8):
+def test_run_quantizes_float_inputs_of_a_quantized_model(tmp_path, capsys, small_pair):
     from jaxfuse.numerics import quantize
     from reference import run_litert
-    INT8 = small_int8
+    INT8 = small_pair[1]
     model = jaxfuse.load(INT8)
     tensor = model.main.inputs[0]
     real = np.random.default_rng(1).standard_normal(tuple(tensor.shape)).astype(np.float32)
@@ -117,8 +108,8 @@ def test_run_quantizes_float_inputs_of_a_quantized_model(tmp_path, capsys, small
         np.testing.assert_array_equal(saved[model.main.outputs[0].name][0], out)
 
 
-def test_verify_matches_the_command(capsys):
-    a = os.path.join(MODELS, "mobilenetv2_tiny.tflite")
+def test_verify_matches_the_command(capsys, small_pair):
+    a, INT8 = small_pair
     report = jaxfuse.verify(a, INT8, num_samples=2)
     code, out, _ = call(capsys, "verify", a, INT8, "--json")
     assert code == (0 if report.ok else 1) and report.to_dict() == json.loads(out)
