@@ -93,7 +93,7 @@ def calibration_samples(model, count: int = CALIBRATION_SAMPLES, seed: int = CAL
 def build(fixture: Fixture, source_dir: Path = MODELS) -> bytes:
     """The quantized model's bytes, exactly as ai-edge-quantizer writes them; quantized twice,
     the two results must be identical."""
-    from jaxfuse.cli import quantization_summary
+    from jaxfuse.summary import quantization_summary
     from jaxfuse.quantization import quantize
 
     model = jaxfuse.load(source_dir / f"{fixture.source}.tflite")
@@ -153,7 +153,7 @@ def check(float_model, quantized_bytes: bytes) -> dict:
 
 
 def record(fixture: Fixture, data: bytes, source_dir: Path = MODELS) -> dict:
-    from jaxfuse.cli import quantization_summary
+    from jaxfuse.summary import quantization_summary
     from jaxfuse.quantization import SCHEMES
 
     source_path = source_dir / f"{fixture.source}.tflite"

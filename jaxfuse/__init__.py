@@ -5,6 +5,10 @@
     m2, report = jaxfuse.optimize(m)           # every rewrite checked, then the whole model
     jaxfuse.verify(m, m2)                      # VerifyReport: errors, first divergent tensor
     jaxfuse.save(m2, "model_fused.circle")     # format by extension
+
+Every command has its function: inspect, run, optimize, verify, quantize, bench (reports
+with to_dict(), what --json / --report print, and format_text(), what the terminal shows).
+JAX is imported only when a function needs it.
 """
 from . import xla as _xla
 
@@ -20,7 +24,14 @@ def lower(model, graph_index: int = 0):
     """(fn, params): the model's subgraph as a pure, jit-able JAX function fn(params, *inputs).
 
     A model with resource variables gives fn(params, *inputs, *state) -> (*outputs, *new_state),
-    state in jaxfuse.lowering.resource_variables(model) order (init_state / run_steps there)."""
+    state in jaxfuse.lowering.resource_variables(model) order (init_state / run_steps there).
+
+    >>> import numpy as np, jax, jaxfuse
+    >>> fn, params = jaxfuse.lower(jaxfuse.load("examples/models/resnet50v2_tiny.tflite"))
+    >>> (probs,) = jaxfuse.jit(fn)(params, np.zeros((1, 64, 64, 3), np.float32))
+    >>> probs.shape
+    (1, 10)
+    """
     from .lowering import lower as _lower
     return _lower(model, graph_index)
 
@@ -31,20 +42,21 @@ def jit(fn, **jit_options):
     return _xla.jit(fn, **jit_options)
 
 
-def optimize(model, passes=None, **options):
-    """(optimized copy, OptimizationReport); see jaxfuse.passes.manager.optimize."""
-    from .passes import optimize as _optimize
-    return _optimize(model, passes, **options)
+# The function behind each command, imported on first use (these modules import JAX only
+# when called): name -> module.
+_API = {"inspect": "summary", "run": "running", "optimize": "optimizing", "verify": "verifying",
+        "quantize": "quantizing", "bench": "benchmark"}
 
 
-def verify(reference, candidate, inputs=None, **options):
-    """Compare two models through JAX (outputs and every shared tensor): a VerifyReport.
-
-    inputs: a list of samples (each a list of arrays in graph-input order); default: seeded
-    random samples. See jaxfuse.equivalence.compare for the options."""
-    from .equivalence import compare
-    return compare(reference, candidate, inputs, **options)
+def __getattr__(name: str):
+    if name in _API:
+        from importlib import import_module
+        function = getattr(import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = function
+        return function
+    raise AttributeError(f"module 'jaxfuse' has no attribute {name!r}")
 
 
 __all__ = ["Buffer", "Graph", "GraphError", "Model", "ModelError", "Op", "OpCode", "Quantization", "Tensor",
-           "jit", "load", "lower", "optimize", "save", "verify", "__version__"]
+           "bench", "inspect", "jit", "load", "lower", "optimize", "quantize", "run", "save", "verify",
+           "__version__"]

@@ -143,3 +143,61 @@ def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, Timing]
         low, high = np.percentile(medians, [2.5, 97.5])
         out[name] = Timing(float(np.median(values)), float(med), float(q1), float(q3), float(low), float(high))
     return out
+
+
+@dataclass
+class BenchReport:
+    """What `jaxfuse bench` measured: per model (by label, the baseline first) its Timing."""
+    device: str
+    platform: str
+    rounds: int
+    warmup: int
+    models: dict[str, Timing]
+
+    def to_dict(self) -> dict:
+        """What `jaxfuse bench --json` prints."""
+        return {"device": self.device, "rounds": self.rounds, "models": {n: t.to_dict() for n, t in self.models.items()}}
+
+    def format_text(self) -> str:
+        """What `jaxfuse bench` prints."""
+        baseline = next(iter(self.models), None)
+        lines = [f"XLA on {self.device} ({self.platform}), {self.rounds} interleaved rounds, each on fresh instances "
+                 f"after {self.warmup} warm-up inference(s)"]
+        for name, t in self.models.items():
+            line = f"  {name}: median {t.median_s * 1e3:.3f} ms"
+            if name != baseline:
+                line += (f"; B/A per-round ratio median {t.ratio_median:.4f} "
+                         f"[95% interval {t.ratio_ci_low:.4f}, {t.ratio_ci_high:.4f}] "
+                         f"(IQR {t.ratio_q1:.4f}-{t.ratio_q3:.4f})")
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def bench(models: list, rounds: int = 30, warmup: int = 2, min_seconds: float = 0.1, device: str = "cpu",
+          labels: list[str] | None = None) -> BenchReport:
+    """`jaxfuse bench` as a function: the models (Models or paths; the first is the baseline)
+    jit-compiled on `device` and timed interleaved over `rounds` (interleaved, summarize);
+    labels default to "A:path", "B:path", ... (or "A", "B", ... for Models).
+
+    >>> import jaxfuse
+    >>> report = jaxfuse.bench(["examples/models/misc_ops_tiny.tflite"], rounds=2, warmup=0, min_seconds=0)
+    >>> list(report.to_dict()["models"]), report.models["A:examples/models/misc_ops_tiny.tflite"].ratio_median
+    (['A:examples/models/misc_ops_tiny.tflite'], 1.0)
+    >>> print(report.format_text().splitlines()[1])  # doctest: +ELLIPSIS
+      A:examples/models/misc_ops_tiny.tflite: median ... ms
+    """
+    import jax
+
+    from .io import read
+
+    if labels is None:
+        labels = [f"{chr(ord('A') + i)}" + (f":{os.fspath(m)}" if isinstance(m, (str, os.PathLike)) else "")
+                  for i, m in enumerate(models)]
+    models = [read(os.fspath(m)).validate() if isinstance(m, (str, os.PathLike)) else m for m in models]
+    try:
+        target = jax.devices(device)[0]
+    except RuntimeError:
+        raise ValueError(f"JAX sees no {device} device") from None
+    factories = {label: xla_factory(model, device) for label, model in zip(labels, models)}
+    times = interleaved(factories, rounds, warmup, min_seconds=min_seconds)
+    return BenchReport(str(target), target.platform, rounds, warmup, summarize(times, labels[0]))

@@ -142,6 +142,11 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return json_safe(asdict(self))
 
+    def format_text(self, reference: str = "reference", candidate: str = "candidate") -> str:
+        """What `jaxfuse verify` prints (jaxfuse.verifying.format_verify_text)."""
+        from .verifying import format_verify_text
+        return format_verify_text(self, reference, candidate)
+
     def summary(self) -> str:
         verdict = "equivalent" if self.ok else "NOT equivalent"
         if self.mode == FLOAT:

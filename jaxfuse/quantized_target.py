@@ -25,7 +25,7 @@ quantized original; which is fastest follows its op count.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from .engines import logits_copy
 from .equivalence import compare
 from .ir import Model
 from .passes import DEFAULT_PIPELINE, PASSES, optimize
+from .passes.manager import OptimizationReport
 from .passes.fuse_preactivation_batchnorm import FusePreactivationBatchnorm, Form
 from .quantization import quantize
 
@@ -132,3 +133,23 @@ def choose(candidates: list[Candidate], max_loss: float, scheme: str = "int8") -
         return best.name, f"every fold loses more than {max_loss:g} dB of {scheme} SQNR or removes nothing"
     return best.name, (f"the fewest ops among the folds within {max_loss:g} dB of the unfused model's {scheme} "
                        f"SQNR ({best.sqnr_db - reference:+.2f} dB)")
+
+
+@dataclass
+class TargetReport(OptimizationReport):
+    """The OptimizationReport of the chosen candidate with the Selection that chose it:
+    `to_dict()` is what `optimize --for int8 --report` writes (the selection under "for"),
+    `format_text()` the report's lines and the choice."""
+    selection: Selection | None = None
+
+    @classmethod
+    def of(cls, report: OptimizationReport, selection: Selection) -> "TargetReport":
+        return cls(**{f.name: getattr(report, f.name) for f in fields(OptimizationReport)}, selection=selection)
+
+    def to_dict(self) -> dict:
+        data = OptimizationReport.to_dict(self)
+        data.pop("selection")
+        return {**data, "for": self.selection.to_dict()}
+
+    def format_text(self) -> str:
+        return OptimizationReport.format_text(self) + "\n" + self.selection.format_text()

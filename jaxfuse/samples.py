@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ir import Tensor
+from .numerics import is_quantized_integer, quantize, random_input
 from .schema import TENSOR_TYPE_NAMES
 
 SINGLE, STACKED, IN_PLACE_OF_BATCH = "single", "stacked", "in place of batch"
@@ -126,10 +127,16 @@ def _members(path: str) -> dict[str, _Member]:
     return members
 
 
-def _form(path: str, tensor: Tensor, shape: tuple, dtype: np.dtype) -> str:
-    """How an array of `shape` holds samples for `tensor` (the rules in the module docstring)."""
+def _takes_real_values(tensor: Tensor, dtype: np.dtype) -> bool:
+    """A float array for a quantized integer input: real values, quantized when read."""
+    return is_quantized_integer(tensor) and dtype.kind == "f"
+
+
+def _form(path: str, tensor: Tensor, shape: tuple, dtype: np.dtype, real: bool = False) -> str:
+    """How an array of `shape` holds samples for `tensor` (the rules in the module docstring);
+    with `real`, float arrays are accepted for quantized integer inputs too."""
     expected = tuple(int(d) for d in tensor.shape)
-    if tensor.dtype is None or dtype != tensor.dtype:
+    if tensor.dtype is None or (dtype != tensor.dtype and not (real and _takes_real_values(tensor, dtype))):
         raise SampleError(f"{path}: input '{tensor.name}' has dtype {dtype}, the model expects "
                           f"{_type_name(tensor)}")
     if shape == expected:
@@ -151,7 +158,7 @@ class _File:
     count: int
 
 
-def _open_file(path: str, tensors: list[Tensor]) -> _File:
+def _open_file(path: str, tensors: list[Tensor], real: bool = False) -> _File:
     members = _members(path)
     names = [t.name for t in tensors]
     expected = ", ".join(f"'{n}'" for n in names) or "none"
@@ -164,7 +171,7 @@ def _open_file(path: str, tensors: list[Tensor]) -> _File:
         raise SampleError(f"{path}: unexpected array {', '.join(repr(k) for k in extra)} "
                           f"(the model's inputs are {expected})")
     chosen = [members[t.name] for t in tensors]
-    forms = [_form(path, t, m.shape, m.dtype) for t, m in zip(tensors, chosen)]
+    forms = [_form(path, t, m.shape, m.dtype, real) for t, m in zip(tensors, chosen)]
     counts = [1 if form == SINGLE else m.shape[0] for form, m in zip(forms, chosen)]
     if len(set(counts)) > 1:
         raise SampleError(f"{path}: the inputs have different sample counts "
@@ -190,6 +197,8 @@ class SampleSet:
         self.count = (len(arrays[0]) if arrays else 0) if arrays is not None else sum(f.count for f in self._files)
         forms = {form for f in self._files for form in f.forms}
         self.form = (forms.pop() if len(forms) == 1 else "mixed") if forms else STACKED
+        # real values (float arrays) that batch() quantizes with their input's scale and zero point
+        self.quantizes = any(_takes_real_values(t, m.dtype) for f in self._files for t, m in zip(tensors, f.members))
 
     @classmethod
     def from_list(cls, samples: list[list[np.ndarray]], tensors: list[Tensor]) -> "SampleSet":
@@ -221,6 +230,8 @@ class SampleSet:
                         chunk = np.asarray(data)[None]
                     else:
                         chunk = np.asarray(data[lo:hi])
+                    if _takes_real_values(self.tensors[i], chunk.dtype):
+                        chunk = quantize(chunk, self.tensors[i])
                     parts[i].append(chunk.reshape((hi - lo, *self.shapes[i])))
             offset += f.count
             if offset >= stop:
@@ -260,10 +271,12 @@ class SampleSet:
         return SampleSet.from_list([self[i] for i in range(limit)], self.tensors)
 
 
-def open_samples(path: str, tensors: list[Tensor]) -> SampleSet:
+def open_samples(path: str, tensors: list[Tensor], real: bool = False) -> SampleSet:
     """The samples of an .npz file or a directory of them, checked (names, shapes, dtypes)
-    but not read."""
-    return SampleSet(tensors, files=[_open_file(f, tensors) for f in sample_files(path)], source=path)
+    but not read. With `real`, a quantized integer input also takes float arrays (real
+    values), which the set quantizes with the input's scale and zero point as it reads
+    them (`quantizes` is then true)."""
+    return SampleSet(tensors, files=[_open_file(f, tensors, real) for f in sample_files(path)], source=path)
 
 
 def as_sample_set(samples, tensors: list[Tensor]) -> SampleSet:
@@ -287,3 +300,58 @@ def read_samples(path: str, tensors: list[Tensor], limit: int | None = None) -> 
         if limit is not None and len(samples) >= limit:
             return samples[:limit]
     return samples
+
+
+def unique_names(tensors: list[Tensor], role: str, path: str) -> list[str]:
+    """The tensors' names, which must be distinct: .npz arrays are keyed by them."""
+    names = [t.name for t in tensors]
+    for name in names:
+        if names.count(name) > 1:
+            raise SampleError(f"{path}: {names.count(name)} graph {role}s are named '{name}', so .npz arrays "
+                              f"cannot be keyed by name")
+    return names
+
+
+def random_sample(tensors: list[Tensor], seed: int, path: str = "model") -> list[np.ndarray]:
+    """One seeded sample for `tensors`, drawn in order from numpy.random.default_rng(seed) as
+    the equivalence checks draw theirs (numerics.random_input: floats standard normal,
+    quantized integers over their whole type, other integers in RANDOM_INT_RANGE, bools fair).
+
+    >>> import jaxfuse
+    >>> m = jaxfuse.load("examples/models/resnet50v2_tiny.tflite")
+    >>> [(a.shape, a.dtype.name) for a in random_sample(m.main.inputs, seed=0)]
+    [((1, 64, 64, 3), 'float32')]
+    """
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for t in tensors:
+        if any(int(d) < 0 for d in t.shape):
+            raise SampleError(f"{path}: input '{t.name}' has unknown dimensions {list(t.shape)}; give --inputs")
+        if t.dtype is None or t.dtype.kind not in "fcbiu":
+            raise SampleError(f"{path}: input '{t.name}' has type {_type_name(t)}, which run cannot generate")
+        arrays.append(random_input(t, rng))
+    return arrays
+
+
+DEFAULT_CALIBRATION_SAMPLES = 32
+
+
+def calibration_samples(calibration, tensors: list[Tensor], samples: int | None = None, seed: int = 0,
+                        path: str = "model") -> tuple[list[list[np.ndarray]], str]:
+    """(samples, where they come from) for ai-edge-quantizer. `calibration`: an .npz file or
+    directory (its first `samples` samples, all without), a SampleSet or a list of samples;
+    None: `samples` (default DEFAULT_CALIBRATION_SAMPLES) seeded random ones, which the text
+    says: the ranges come from them."""
+    if samples is not None and samples < 1:
+        raise SampleError(f"--samples must be at least 1, got {samples}")
+    if isinstance(calibration, (str, os.PathLike)):
+        chosen = read_samples(os.fspath(calibration), tensors, samples)
+        return chosen, f"{len(chosen)} sample(s) from {os.fspath(calibration)}"
+    if calibration is not None:
+        chosen = list(as_sample_set(calibration, tensors).head(samples))
+        return chosen, f"{len(chosen)} sample(s) given"
+    count = DEFAULT_CALIBRATION_SAMPLES if samples is None else samples
+    rng = np.random.default_rng(seed)
+    chosen = [random_sample(tensors, int(rng.integers(2 ** 31)), path) for _ in range(count)]
+    return chosen, (f"{count} seeded random sample(s) (seed {seed}; floats standard normal): the ranges "
+                    "come from these, so give --calibration FILE.npz with real data for a model you will deploy")

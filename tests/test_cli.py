@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import jaxfuse
+import jaxfuse.summary
 from jaxfuse import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -484,7 +485,7 @@ def test_register_rejects_duplicates():
 def test_internal_error_exit_3(capsys, monkeypatch):
     def broken(*args):
         raise KeyError("oops")
-    monkeypatch.setattr(cli, "model_summary", broken)
+    monkeypatch.setattr(jaxfuse.summary, "inspect", broken)  # the work behind `inspect`
     code, out, err = call(capsys, "inspect", GOOD)
     assert code == 3
     assert err.count("\n") == 1 and err.startswith("jaxfuse: internal error: KeyError: 'oops'")
@@ -497,7 +498,7 @@ def test_internal_error_exit_3(capsys, monkeypatch):
 def test_multiline_messages_are_joined(capsys, monkeypatch):
     def multiline(*args):
         raise jaxfuse.GraphError("first line\nsecond line")
-    monkeypatch.setattr(cli, "model_summary", multiline)
+    monkeypatch.setattr(jaxfuse.summary, "inspect", multiline)
     code, _, err = call(capsys, "inspect", GOOD)
     assert_one_line_error(code, err, "first line second line")
 

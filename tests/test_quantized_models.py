@@ -264,10 +264,20 @@ def test_run_takes_and_writes_int8(tmp_path, capsys):
     ok, message = lsb_message("jaxfuse run vs LiteRT", y, expected)
     assert ok, message
     np.testing.assert_array_equal(y, expected)
-    # a float array for the int8 input is refused, not cast
-    np.savez(tmp_path / "f.npz", **{graph.inputs[0].name: x.astype(np.float32)})
-    code, _, err = call(capsys, "run", path, "--inputs", tmp_path / "f.npz")
+    # a float array for the int8 input holds real values: quantized with the input's scale and
+    # zero point (and said so); --raw refuses it, as run did before float inputs were taken
+    real = dequantize(x, graph.inputs[0]).astype(np.float32)
+    np.savez(tmp_path / "f.npz", **{graph.inputs[0].name: real})
+    code, out, err = call(capsys, "run", path, "--inputs", tmp_path / "f.npz", "-o", tmp_path / "yf.npz")
+    assert code == 0, err
+    assert out.splitlines()[0] == (f"inputs: from {tmp_path / 'f.npz'} (float values quantized with each input's "
+                                   "scale and zero point)")
+    with np.load(tmp_path / "yf.npz") as saved:
+        np.testing.assert_array_equal(saved[graph.outputs[0].name], expected)
+    code, _, err = call(capsys, "run", path, "--inputs", tmp_path / "f.npz", "--raw")
     assert code == 2 and "has dtype float32, the model expects int8" in err
+    code, out, err = call(capsys, "run", path, "--inputs", tmp_path / "x.npz", "--raw")
+    assert code == 0 and out.splitlines()[0] == f"inputs: from {tmp_path / 'x.npz'}"
 
 
 def test_run_random_inputs_are_int8(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Lowering of jaxfuse IR graphs to pure, jit-able JAX functions with TFLite semantics.
 
     fn, params = lower(model)          # main subgraph
-    outputs = jax.jit(fn)(params, x)   # tuple in graph-output order
+    outputs = jaxfuse.jit(fn)(params, x)   # tuple in graph-output order (jaxfuse.xla's settings)
 
 One rule per builtin op and type family, registered with `@register("OP")` (float) or
 `@register("OP", QUANTIZED)` (int8 / uint8 / int16 tensors with scales) in the modules below.
