@@ -51,6 +51,7 @@ class CrosscheckReport:
     outputs: list[TensorComparison]
     tensors_compared: int = 0
     diverging: list[TensorComparison] = field(default_factory=list)  # non-output tensors beyond tolerance
+    samples: int = 1  # outputs compared on this many samples (tensors on the first)
 
     @property
     def agrees(self) -> bool:
@@ -64,11 +65,13 @@ class CrosscheckReport:
         first = self.first_divergence
         return {"engine": self.engine, "agrees": self.agrees, "tolerance": self.tolerance, "max_lsb": self.max_lsb,
                 "outputs": [asdict(o) for o in self.outputs], "tensors_compared": self.tensors_compared,
-                "diverging_tensors": len(self.diverging), "first_divergence": None if first is None else asdict(first)}
+                "diverging_tensors": len(self.diverging), "first_divergence": None if first is None else asdict(first),
+                "samples": self.samples}
 
     def format_text(self) -> str:
+        over = f"outputs of {self.samples} samples, " if self.samples > 1 else ""
         lines = [f"against {self.engine}: {'agrees' if self.agrees else 'DISAGREES'} "
-                 f"({self.tensors_compared} tensors compared; tolerance {self.tolerance:g} of the scale, "
+                 f"({over}{self.tensors_compared} tensors compared; tolerance {self.tolerance:g} of the scale, "
                  f"{self.max_lsb} LSB for quantized tensors)"]
         for o in self.outputs:
             measure = f"{o.max_abs_error:g} LSB" if o.quantized else f"relative {o.rel_error:.3g}"
@@ -101,6 +104,11 @@ def _compare(name: str, ours: np.ndarray, theirs: np.ndarray, quantized: bool) -
     finite = np.abs(theirs[np.isfinite(theirs)])
     scale = float(finite.max(initial=0.0))
     return TensorComparison(name, list(theirs.shape), False, abs_err, scale, relative_to_scale(abs_err, scale))
+
+
+def _output_agrees(c: TensorComparison, report: CrosscheckReport) -> bool:
+    """Within the tolerance (LSB for quantized outputs), or within LiteRT's own spread."""
+    return c.rel_error <= max(report.max_lsb if c.quantized else report.tolerance, c.litert_spread or 0.0)
 
 
 def _litert_tensors(content: bytes, inputs: list[np.ndarray], builtin: bool, keep_all: bool):
@@ -169,7 +177,28 @@ def crosscheck(model: Model, inputs: list[np.ndarray], tolerance: float = DEFAUL
         comparison = _compare(t.name, ours[keys[id(t)]], theirs, is_quantized_integer(t))
         spread = _compare(t.name, np.asarray(delegated.get_tensor(d_del["index"])), theirs, comparison.quantized)
         comparison.litert_spread = spread.rel_error
-        bound = max_lsb if comparison.quantized else tolerance
-        comparison.agrees = comparison.rel_error <= max(bound, spread.rel_error)
+        comparison.agrees = _output_agrees(comparison, report)
         report.outputs.append(comparison)
+    return report
+
+
+def compare_outputs(report: CrosscheckReport, model: Model, samples, outputs: list[np.ndarray]) -> CrosscheckReport:
+    """Widen `report` (crosscheck on samples[0]) to every sample's outputs: `outputs` are
+    jaxfuse's, one array [N, ...] per graph output; LiteRT's builtin kernels run each sample.
+    Each output keeps its worst sample's figures (LiteRT's spread stays the first sample's)."""
+    from .io import to_bytes
+    content = to_bytes(model, "tflite")
+    graph = model.main
+    for i in range(1, len(samples)):
+        interp = _litert_tensors(content, list(samples[i]), builtin=True, keep_all=False)
+        for k, (t, d) in enumerate(zip(graph.outputs, interp.get_output_details())):
+            theirs, ours = np.asarray(interp.get_tensor(d["index"])), np.asarray(outputs[k][i])
+            if ours.size == theirs.size:  # run lays [N, ...] in place of a batch of 1
+                ours = ours.reshape(theirs.shape)
+            seen = _compare(t.name, ours, theirs, is_quantized_integer(t))
+            kept = report.outputs[k]
+            if seen.rel_error > kept.rel_error:
+                kept.max_abs_error, kept.scale, kept.rel_error = seen.max_abs_error, seen.scale, seen.rel_error
+            kept.agrees = _output_agrees(kept, report)
+    report.samples = len(samples)
     return report

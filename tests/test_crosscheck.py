@@ -65,3 +65,42 @@ def test_a_model_litert_cannot_run_is_a_clear_error(rng):
     model.main.ops[0].opcode.custom_code = "NoSuchOp"
     with pytest.raises(CrosscheckError, match="LiteRT cannot run the model"):
         crosscheck(model, [np.zeros([1, 4], np.float32)])
+
+
+# -- the command line: run / verify --against litert ---------------------------------------------
+
+def _cli(capsys, *argv):
+    from jaxfuse import cli
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_against_litert(rng, save_model, tmp_path, capsys, monkeypatch):
+    path = save_model(chain(rng))
+    np.savez(tmp_path / "set.npz", x=rng.standard_normal([3, 1, 6, 6, 4]).astype(np.float32))
+    code, out, err = _cli(capsys, "run", path, "--inputs", tmp_path / "set.npz", "--against", "litert",
+                          "-o", tmp_path / "out.npz")
+    assert code == 0, err
+    assert "against LiteRT (builtin kernels): agrees (outputs of 3 samples, 4 tensors compared" in out
+    assert (tmp_path / "out.npz").exists()
+    right = RULES[("LOGISTIC", "float")]
+    monkeypatch.setitem(RULES, ("LOGISTIC", "float"), lambda ctx, x: right(ctx, x) + 0.01)
+    code, out, err = _cli(capsys, "run", path, "--against", "litert")
+    assert code == 1 and "output 'out'" in out and "DISAGREES" in out
+
+
+def test_verify_against_litert(capsys):
+    import json
+    model = MODELS / "mobilenetv2_tiny.tflite"
+    code, out, err = _cli(capsys, "verify", model, MODELS / "mobilenetv2_tiny_int8.tflite", "--against", "litert",
+                          "--json")
+    assert code == 0, err
+    against = json.loads(out)["against_litert"]
+    assert list(against) == [str(model), str(MODELS / "mobilenetv2_tiny_int8.tflite")]
+    assert all(report["agrees"] for report in against.values())
+
+
+def test_against_names_an_engine(rng, save_model, capsys):
+    code, out, err = _cli(capsys, "run", save_model(chain(rng)), "--against", "nothing")
+    assert code == 2 and "invalid choice: 'nothing'" in err

@@ -154,6 +154,24 @@ def print_report(report, as_json: bool, *labels: str) -> None:
     print(json.dumps(report.to_dict(), indent=2, default=json_default) if as_json else report.format_text(*labels))
 
 
+# -- cross-check against LiteRT ------------------------------------------------------------
+def add_against_argument(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--against", choices=["litert"], help=help_text)
+
+
+def crosscheck_or_fail(path: str, model: Model, samples, outputs: list | None = None):
+    """jaxfuse.crosscheck of `model` on the first of `samples`, and, given jaxfuse's `outputs`
+    for all of them ([N, ...] each), LiteRT's outputs on every sample compared with those."""
+    from ..crosscheck import CrosscheckError, crosscheck, compare_outputs
+    try:
+        report = crosscheck(model, list(samples[0]))
+        if outputs is not None:
+            compare_outputs(report, model, samples, outputs)
+        return report
+    except CrosscheckError as e:
+        raise CLIError(f"{path}: --against litert: {e}") from None
+
+
 # -- inputs ------------------------------------------------------------------------------
 def sample_errors(call: Callable, *args, **kwargs):
     """call(*args, **kwargs), a SampleError (a bad .npz, a bad name) made a CLIError."""

@@ -12,8 +12,9 @@ from ..numerics import RANDOM_INT_RANGE
 from ..programs import wait_for_jax
 from ..running import Inputs, RunResult, model_inputs, run_inputs
 from ..samples import unique_names
-from .common import (EXIT_CODES_HELP, EXIT_OK, CLIError, Command, add_scale_out_arguments, check_output_path,
-                     load_valid, register, sample_errors, start, start_jax, write_npz)
+from .common import (EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, CLIError, Command, add_against_argument,
+                     add_scale_out_arguments, check_output_path, crosscheck_or_fail, load_valid, register,
+                     sample_errors, start, start_jax, write_npz)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="OUT.npz",
                    help="save the outputs here, keyed by output tensor name (written atomically); for N samples "
                         "each with a leading sample axis, laid out as the inputs were")
+    add_against_argument(p, "run the same inputs in LiteRT's builtin kernels too and compare: every output of "
+                            "every sample, and every tensor of the first sample; exit 1 where they disagree "
+                            "(the outputs are still saved)")
     add_scale_out_arguments(p)
 
 
@@ -73,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"lowered function returned {len(outputs)} outputs, the graph has {len(out_names)}")
     samples = None if inputs.dataset is None else len(inputs.dataset)
     _report(args, RunResult(out_names, outputs, inputs.description, samples, inputs.quantized))
-    return EXIT_OK
+    if args.against is None:
+        return EXIT_OK
+    sample_list = [inputs.sample] if inputs.dataset is None else inputs.dataset
+    per_sample = None if inputs.dataset is None else outputs
+    report = crosscheck_or_fail(args.model, model, sample_list, per_sample)
+    print(report.format_text())
+    return EXIT_OK if report.agrees else EXIT_FAILED
 
 
 register(Command(
@@ -94,5 +104,9 @@ register(Command(
     "output: the line 'inputs: ...', then one line per graph output: name, shape, dtype, min, max\n"
     "and mean. With -o OUT.npz the outputs are also saved keyed by output tensor name. Outputs\n"
     "keep the model's types: a quantized model's are its integers, with or without --raw\n"
-    "(dequantize with the scale and zero point 'jaxfuse inspect' shows).",
+    "(dequantize with the scale and zero point 'jaxfuse inspect' shows).\n\n"
+    "--against litert: an independent check of jaxfuse's numbers (XLA shares no code with LiteRT):\n"
+    "the same inputs through LiteRT's builtin kernels; each output within 1e-4 of its scale (or\n"
+    "LiteRT's own XNNPACK-vs-builtin spread; 1 LSB for quantized outputs) agrees, and the first\n"
+    "other tensor where the two part is named. Exit status 1 when an output disagrees.",
     add_arguments, run, EXIT_CODES_HELP))

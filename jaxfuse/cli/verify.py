@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 
 from ..programs import wait_for_jax
-from .common import (EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, CLIError, Command, add_scale_out_arguments,
-                     check_samples_option, load_valid, open_inputs, print_report, register, start, start_jax)
+from .common import (EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, CLIError, Command, add_against_argument,
+                     add_scale_out_arguments, check_samples_option, crosscheck_or_fail, load_valid, open_inputs,
+                     print_report, register, start, start_jax)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a float model against a quantized one: the SQNR every output must reach, in dB "
                         "(default: 20); with two quantized models, also required when given")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_against_argument(p, "also run both models in LiteRT's builtin kernels on the first sample and compare "
+                            "jaxfuse's values with LiteRT's, output by output and tensor by tensor (the JSON "
+                            "report gets 'against_litert'); exit 1 where they disagree")
 
 
 def _samples(args: argparse.Namespace, a):
@@ -76,10 +80,36 @@ def run(args: argparse.Namespace) -> int:
     a = load_valid(args.model_a)
     b = load_valid(args.model_b)
     wait_for_jax()
-    report, leader = _compare(args, a, b, _samples(args, a))
+    samples = _samples(args, a)
+    report, leader = _compare(args, a, b, samples)
+    against = _against(args, a, b, samples) if args.against is not None and leader else []
     if leader:  # every process holds the whole report; the first prints it
-        print_report(report, args.json, args.model_a, args.model_b)
-    return EXIT_OK if report.ok else EXIT_FAILED
+        if args.json:
+            print_report(_with_against(report, against) if against else report, True)
+        else:
+            print_report(report, False, args.model_a, args.model_b)
+            for label, check in against:
+                print(f"{label}: {check.format_text()}")
+    return EXIT_OK if report.ok and all(c.agrees for _, c in against) else EXIT_FAILED
+
+
+def _against(args: argparse.Namespace, a, b, samples) -> list:
+    """(path, CrosscheckReport) of each model against LiteRT on the first sample (in its own types)."""
+    from ..numerics import convert_sample
+    from ..samples import random_sample
+    first = random_sample(a.main.inputs, args.seed) if samples is None else samples[0]
+    return [(args.model_a, crosscheck_or_fail(args.model_a, a, [first])),
+            (args.model_b, crosscheck_or_fail(args.model_b, b, [convert_sample(first, a.main.inputs, b.main.inputs)]))]
+
+
+class _with_against:
+    """The verify report with the LiteRT cross-checks added to its JSON."""
+
+    def __init__(self, report, against: list):
+        self.report, self.against = report, against
+
+    def to_dict(self) -> dict:
+        return {**self.report.to_dict(), "against_litert": {label: c.to_dict() for label, c in self.against}}
 
 
 register(Command(
