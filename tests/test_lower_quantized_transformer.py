@@ -1,4 +1,4 @@
-"""Quantized BATCH_MATMUL, SQUARED_DIFFERENCE, RSQRT and GELU (what ai-edge-quantizer leaves in
+"""Quantized BATCH_MATMUL, SQUARED_DIFFERENCE, RSQRT and GELU (int8 and int16) (what ai-edge-quantizer leaves in
 transformers) against LiteRT's builtin kernels, bit for bit."""
 import numpy as np
 import pytest
@@ -51,9 +51,15 @@ def test_gelu_int8_every_input(save_model, approximate, scales, zps):
           out_scale=scales[1], out_zero_point=zps[1], version=2)
 
 
-def test_int16_gelu_and_squared_difference_are_refused(save_model):
+@pytest.mark.parametrize("approximate", [False, True])
+@pytest.mark.parametrize("scales", [(0.01, 0.01), (3e-4, 2e-4)])
+def test_gelu_int16_every_input(save_model, approximate, scales):
+    x = all_values(np.int16).reshape(1, -1)
+    check(save_model, "GELU", [QIn(x, scales[0])], {"approximate": approximate}, out_dtype=np.int16,
+          out_scale=scales[1], version=2)
+
+
+def test_int16_squared_difference_is_refused(save_model):
     x = np.zeros((1, 4), np.int16)
-    assert "int16 GELU is not supported" in lowering_error(save_model, "GELU", [QIn(x, 0.01)], out_dtype=np.int16,
-                                                            out_scale=0.01)
     assert "SQUARED_DIFFERENCE is not supported" in lowering_error(
         save_model, "SQUARED_DIFFERENCE", [QIn(x, 0.01), QIn(x, 0.01)], out_dtype=np.int16, out_scale=0.01)
