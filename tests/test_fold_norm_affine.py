@@ -262,3 +262,33 @@ def test_scale_that_is_not_per_channel_refused():
     optimized, report = optimize(model, [PASS])
     assert any("not per-channel" in r for r in refusals(report))
     assert len(op_types(optimized)) == len(op_types(model))
+
+
+# -- the int8 target ---------------------------------------------------------------------------------
+
+
+def test_keeping_the_affine_is_the_cheapest_normalization_plus_one_mul_and_add(save_model):
+    from jaxfuse.passes.fold_norm_affine import FoldNormAffine
+    model = norm_model([lambda b, y, rng: fc(b, y, 5, rng)])
+    optimized, report = optimize(model, [FoldNormAffine(fold_affine=False)])
+    assert any("affine is kept" in r for r in refusals(report))
+    assert len(op_types(optimized)) == len(op_types(model)) - 2
+    assert_litert_matches(model, optimized, save_model)
+
+
+def test_for_int8_measures_the_norm_fold():
+    pytest.importorskip("ai_edge_quantizer")
+    from jaxfuse.quantized_target import choose, optimize_for_quantization
+
+    def head(b, y, rng):
+        return fc(b, b.op("MEAN", [fc(b, y, C, rng), b.const("tokens", np.array(1, np.int32))]), 4, rng, keep=False)
+    model = norm_model([head])
+    samples = random_inputs(model.main, 8, 3)
+    optimized, report, selection = optimize_for_quantization(model, samples, samples, max_loss=0.3)
+    by_name = {c.name: c for c in selection.candidates}
+    assert set(by_name) == {"norms", "norms-kept", "none"}  # no batch norm: its candidates are not measured
+    assert by_name["none"].norms_rewritten == 0 and by_name["norms"].norms_rewritten == 1
+    assert by_name["norms"].ops == by_name["none"].ops - 4 and by_name["norms-kept"].ops == by_name["none"].ops - 2
+    assert selection.chosen == choose(selection.candidates, 0.3)[0]
+    assert sum(optimized.op_histogram().values()) == by_name[selection.chosen].ops
+    assert all(np.isfinite(c.sqnr_db) for c in selection.candidates)
