@@ -47,8 +47,10 @@ def layer_norm_tf(b, x, gamma=GAMMA, beta=BETA):
     neg = b.op("NEG", [mu])
     var = b.op("MEAN", [b.op("SQUARED_DIFFERENCE", [x, mu]), axis], {"keepDims": True})
     r = b.op("RSQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-3, np.float32))])])
-    m = b.op("MUL", [r, b.const("gamma", np.asarray(gamma, np.float32).reshape(shape))])
-    shift = b.op("ADD", [b.op("MUL", [neg, m]), b.const("beta", np.asarray(beta, np.float32).reshape(shape))])
+    m = r if gamma is None else b.op("MUL", [r, b.const("gamma", np.asarray(gamma, np.float32).reshape(shape))])
+    shift = b.op("MUL", [neg, m])
+    if beta is not None:
+        shift = b.op("ADD", [shift, b.const("beta", np.asarray(beta, np.float32).reshape(shape))])
     return b.op("ADD", [b.op("MUL", [x, m]), shift], name="norm_out")
 
 
@@ -159,6 +161,22 @@ def test_layer_norm_folds_into_fully_connected(save_model, keep):
     model = norm_model([lambda b, y, rng: fc(b, y, 5, rng, keep=keep), lambda b, y, rng: fc(b, y, 3, rng, bias=False)])
     optimized, _ = check_folded(model, save_model, 4)
     assert {"NEG", "SQUARED_DIFFERENCE", "SUB"} & set(op_types(optimized)) == {"SQUARED_DIFFERENCE", "SUB"}
+
+
+@pytest.mark.parametrize("gamma,beta,removed", [(None, BETA, 3), (GAMMA, None, 3), (None, None, 2)],
+                         ids=["no_gamma", "no_beta", "neither"])
+def test_layer_norm_without_gamma_or_beta(save_model, gamma, beta, removed):
+    """keras LayerNormalization(scale=False / center=False / both) as the converter writes it."""
+    model = norm_model([lambda b, y, rng: fc(b, y, 5, rng), residual],
+                       norm=lambda b, x: layer_norm_tf(b, x, gamma, beta))
+    if gamma is None and beta is None:  # nothing to fold: only the cheaper normalization
+        optimized, report = optimize(model, [PASS])
+        assert report.passes[PASS].fused == 1 and not refusals(report)
+        assert len(op_types(optimized)) == len(op_types(model)) - removed
+        assert_litert_matches(model, optimized, save_model)
+        return
+    model = norm_model([lambda b, y, rng: fc(b, y, 5, rng)], norm=lambda b, x: layer_norm_tf(b, x, gamma, beta))
+    check_folded(model, save_model, removed)
 
 
 def test_layer_norm_folds_through_token_mean_into_the_head(save_model):

@@ -9,7 +9,8 @@ AFTER (7 ops, 3 of them over the whole activation instead of 6)
   mu, v, r as before    n = MUL(SUB(x, mu), r)
   n -> FULLY_CONNECTED W * gamma (input channels), b + W @ beta   |   n -> MEAN -> FULLY_CONNECTED (same)
 
-Also matched: RMSNorm (n = MUL(x, RSQRT(MEAN(SQUARE(x), -1) + eps))) and the normalized
+Also matched: keras' LayerNormalization without gamma or without beta (m is the rsqrt
+itself, or no ADD of beta: a norm without either becomes (x - mu) * r, 9 ops -> 7), RMSNorm (n = MUL(x, RSQRT(MEAN(SQUARE(x), -1) + eps))) and the normalized
 form above, each followed by a chain of per-channel MUL / ADD / SUB constants (the scale the
 TF converter leaves on keras RMSNormalization's final norm, which reaches the head through
 the mean pool), or by the entangled m = MUL(r, gamma), y = MUL(xc, m) form.
@@ -188,19 +189,24 @@ def _match(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refu
     # the entangled form: m = MUL(r, gamma), y = MUL(xc, m) [+ ADD(MUL(NEG(mu), m), beta)]
     scale_ops = [op for op in readers if op.type == "MUL" and activation(op) == ACT_NONE
                  and (c := _binary_other(op, r)) is not None and c.is_constant]
-    if len(scale_ops) != 1:
+    if len(scale_ops) > 1:
         return None
-    scale_op = scale_ops[0]
-    m = scale_op.outputs[0]
-    gamma, why = per_channel_constant(_binary_other(scale_op, r), x)
-    if gamma is None:
-        return Refusal(where, f"the norm's scale: {why}")
+    if scale_ops:
+        scale_op = scale_ops[0]
+        m = scale_op.outputs[0]
+        gamma, why = per_channel_constant(_binary_other(scale_op, r), x)
+        if gamma is None:
+            return Refusal(where, f"the norm's scale: {why}")
+    elif mu is not None and centered is None:  # no gamma (scale=False): m is the rsqrt itself
+        scale_op, m, gamma = None, r, None
+    else:
+        return None
     xc = centered if centered is not None else x
     m_readers = uses.get(id(m), [])
     x_mul = next((op for op in m_readers if op.type == "MUL" and _binary_other(op, m) is xc), None)
     if x_mul is None or activation(x_mul) != ACT_NONE or tuple(x_mul.outputs[0].shape) != tuple(x.shape):
         return None
-    removed = [scale_op, x_mul]
+    removed = [op for op in (scale_op, x_mul) if op is not None]
     if mu is None or centered is not None:
         if len(m_readers) != 1 or graph.is_graph_output(m):
             return Refusal(where, f"the norm's scaled rsqrt '{m.name}' is read outside the norm")
@@ -323,7 +329,10 @@ class FoldNormAffine(Pass):
                 yield Refusal(where, "the norm's affine broadcasts the tensor to a new shape")
                 continue
             state = _Absorbers()
-            why = _absorbers(graph, norm.y, channels, uses, norm.beta is not None, state)
+            if norm.gamma is None and norm.beta is None:
+                why = "no affine"  # only the cheaper normalization to write
+            else:
+                why = _absorbers(graph, norm.y, channels, uses, norm.beta is not None, state)
             region = list({id(op): op for op in [*norm.stats, *norm.removed]}.values())
             added = 0 if norm.normalized is not None else 1 + (norm.centered is None and norm.mu is not None)
             if not why and not self.fold_affine:
@@ -338,7 +347,8 @@ class FoldNormAffine(Pass):
                               details={"norm": norm.kind, "folded": True, "ops_removed": removed,
                                        "absorbers": len(state.weighted)})
                 continue
-            yield Refusal(where, f"{norm.kind} affine stays: {why}")
+            if norm.gamma is not None or norm.beta is not None:
+                yield Refusal(where, f"{norm.kind} affine stays: {why}")
             removed = len(norm.removed) - added - (norm.gamma is not None) - (norm.beta is not None)
             if norm.normalized is None and removed > 0:
                 yield Rewrite(key=(id(rsqrt), "normalize"), where=where, region=region,
@@ -371,7 +381,8 @@ class _Apply:
                 xc = _activation(g, nm.x, nm.y.name + "/jaxfuse_centered")
                 make_op(g, "SUB", [nm.x, nm.mu], [xc], "SubOptions", {"fusedActivationFunction": ACT_NONE},
                         before=anchor)
-            n = _activation(g, nm.x, nm.y.name + "/jaxfuse_normalized")
+            bare = not self.fold_affine and nm.gamma is None and nm.beta is None  # n is the output itself
+            n = nm.y if bare else _activation(g, nm.x, nm.y.name + "/jaxfuse_normalized")
             make_op(g, "MUL", [xc if xc is not None else nm.x, nm.r], [n], "MulOptions",
                     {"fusedActivationFunction": ACT_NONE}, before=anchor)
         if self.fold_affine:
