@@ -103,6 +103,9 @@ SMALL_MODELS = {
     "densenet_tiny": "DenseNet121 block structure [6,12,24,16], growth 4, 64x64x3, 10 classes",
     "mobilenetv2_tiny": "MobileNetV2-style inverted residuals incl. depth_multiplier=2, 64x64x3",
     "misc_ops_tiny": "tconv(+/-bias)+BN, dense+BN, avg pools, SE block, hard-swish, dilation, ...",
+    "vit_tiny": "pre-LN ViT: 16x16x3, patch 4, width 24, 2 heads, 2 blocks, GELU MLP 48, mean-pool head",
+    "vit_rms_tiny": "vit_tiny with keras RMSNormalization instead of LayerNormalization (pre-norm)",
+    "vit_postln_tiny": "post-LN encoder (x = LN(x + f(x))), otherwise vit_tiny: the negative case",
 }
 
 #: Op histograms the converter must produce (float32, default input size). The tiny
@@ -180,6 +183,9 @@ FIXTURE_SET = (
     _fixture_job("densenet_tiny"),
     _fixture_job("mobilenetv2_tiny"),
     _fixture_job("misc_ops_tiny"),
+    _fixture_job("vit_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
+    _fixture_job("vit_rms_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
+    _fixture_job("vit_postln_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
 )
 
 
@@ -481,11 +487,79 @@ def build_misc_ops_tiny(keras, input_size: int | None, classifier_activation):
     return keras.Model(inputs, x, name="misc_ops_tiny")
 
 
+def _position_embedding(keras, tokens: int, width: int):
+    """A learned [1, tokens, width] table added to the tokens (one ADD of a constant)."""
+
+    class PositionEmbedding(keras.layers.Layer):
+        def build(self, input_shape):
+            self.table = self.add_weight(shape=(1, tokens, width), initializer="random_normal", name="table")
+
+        def call(self, x):
+            return x + self.table
+
+    return PositionEmbedding(name="position_embedding")
+
+
+def _norm(keras, kind: str, name: str):
+    if kind == "rms":
+        return keras.layers.RMSNormalization(epsilon=1e-6, name=name)
+    return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
+
+
+def _vit_tiny(keras, input_size: int | None, classifier_activation, *, norm: str, pre_norm: bool, name: str):
+    """A small ViT as on-device image transformers are written: patch embedding (a 4x4
+    stride-4 conv), a learned position table, 2 encoder blocks (keras MultiHeadAttention
+    with 2 heads of 12, a GELU MLP of 48), a mean pool over the tokens and a dense head.
+    Pre-norm: x + f(norm(x)) and a final norm before the pool; post-norm (the original
+    Transformer): x = norm(x + f(x)), no final norm."""
+    layers = keras.layers
+    size = input_size or 16
+    width, patch = 24, 4
+    inputs = layers.Input(shape=(size, size, 3), batch_size=1, name="input")
+    x = layers.Conv2D(width, patch, strides=patch, name="patch_embed")(inputs)
+    tokens = (size // patch) ** 2
+    x = layers.Reshape((tokens, width), name="tokens")(x)
+    x = _position_embedding(keras, tokens, width)(x)
+    for i in range(2):
+        h = _norm(keras, norm, f"block{i}_norm1")(x) if pre_norm else x
+        h = layers.MultiHeadAttention(num_heads=2, key_dim=width // 2, name=f"block{i}_attention")(h, h)
+        x = layers.Add(name=f"block{i}_add1")([x, h])
+        if not pre_norm:
+            x = _norm(keras, norm, f"block{i}_norm1")(x)
+        h = _norm(keras, norm, f"block{i}_norm2")(x) if pre_norm else x
+        h = layers.Dense(2 * width, activation="gelu", name=f"block{i}_mlp1")(h)
+        h = layers.Dense(width, name=f"block{i}_mlp2")(h)
+        x = layers.Add(name=f"block{i}_add2")([x, h])
+        if not pre_norm:
+            x = _norm(keras, norm, f"block{i}_norm2")(x)
+    if pre_norm:
+        x = _norm(keras, norm, "final_norm")(x)
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    x = layers.Dense(10, activation=classifier_activation, name="predictions")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_vit_tiny(keras, input_size: int | None, classifier_activation):
+    return _vit_tiny(keras, input_size, classifier_activation, norm="layer", pre_norm=True, name="vit_tiny")
+
+
+def build_vit_rms_tiny(keras, input_size: int | None, classifier_activation):
+    return _vit_tiny(keras, input_size, classifier_activation, norm="rms", pre_norm=True, name="vit_rms_tiny")
+
+
+def build_vit_postln_tiny(keras, input_size: int | None, classifier_activation):
+    return _vit_tiny(keras, input_size, classifier_activation, norm="layer", pre_norm=False,
+                     name="vit_postln_tiny")
+
+
 SMALL_BUILDERS = {
     "resnet50v2_tiny": build_resnet50v2_tiny,
     "densenet_tiny": build_densenet_tiny,
     "mobilenetv2_tiny": build_mobilenetv2_tiny,
     "misc_ops_tiny": build_misc_ops_tiny,
+    "vit_tiny": build_vit_tiny,
+    "vit_rms_tiny": build_vit_rms_tiny,
+    "vit_postln_tiny": build_vit_postln_tiny,
 }
 
 
@@ -569,6 +643,35 @@ def randomize_batch_norms(keras, model, s: Settings) -> dict:
         if layer.gamma is not None:
             stats["negative_gamma"] += n_neg
             stats["zero_gamma"] += n_zero
+    return stats
+
+
+NORM_LAYERS = ("LayerNormalization", "RMSNormalization")
+
+
+def randomize_norms(keras, model, s: Settings) -> dict:
+    """Give every LayerNormalization gamma and beta, and every RMSNormalization scale, the
+    batch-norm draws (gamma ~ U(0.5, 1.5) with the negated and zeroed fractions, beta ~
+    N(0, 0.5)), from a Generator seeded by ``s.seed + 1``: with keras' defaults (gamma 1,
+    beta 0) the converter drops the affine and the graph looks like no trained model's."""
+    import numpy as np
+
+    rng = np.random.default_rng(s.seed + 1)
+    stats = {"layers": 0, "channels": 0, "negative_gamma": 0, "zero_gamma": 0}
+    for layer in iter_layers(model):
+        if type(layer).__name__ not in NORM_LAYERS:
+            continue
+        gamma_var = layer.gamma if getattr(layer, "gamma", None) is not None else layer.scale
+        shape = tuple(gamma_var.shape)
+        n = int(np.prod(shape))
+        gamma, beta, _, _, n_neg, n_zero = draw_batch_norm(rng, n, s)
+        gamma_var.assign(gamma.reshape(shape).astype("float32"))
+        if getattr(layer, "beta", None) is not None:
+            layer.beta.assign(beta.reshape(shape).astype("float32"))
+        stats["layers"] += 1
+        stats["channels"] += n
+        stats["negative_gamma"] += n_neg
+        stats["zero_gamma"] += n_zero
     return stats
 
 
@@ -700,6 +803,10 @@ def report_record(prog: str, rec: dict, out_dir: Path, detail: str, reference: s
     print(f"  batch norm: {bn['layers']} layers, {bn['channels']} channels, "
           f"{bn['negative_gamma']} negative and {bn['zero_gamma']} zero gammas; "
           f"vs {reference} {rec['check'][f'relative_error_vs_{reference}']:.1e} of output scale")
+    if "norm" in rec:
+        norm = rec["norm"]
+        print(f"  layer/RMS norm: {norm['layers']} layers, {norm['channels']} channels, "
+              f"{norm['negative_gamma']} negative and {norm['zero_gamma']} zero gammas")
     if max_bytes is not None and rec["size_bytes"] > max_bytes:
         print(f"{prog}: error: fixture {rec['file']} exceeds {max_bytes:,} bytes", file=sys.stderr)
         return False
@@ -732,6 +839,7 @@ def generate(tf, keras, job: Job, out_dir: Path, quiet: bool = True) -> dict:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GenerationError(f"{job.model}: cannot build: {first_line}") from exc
     bn = randomize_batch_norms(keras, model, s)
+    norms = randomize_norms(keras, model, s)
     data = convert(tf, model, s, quiet)
     info = inspect_flatbuffer(data)
     check = run_interpreter(tf, keras, model, data, s.seed)
@@ -761,6 +869,7 @@ def generate(tf, keras, job: Job, out_dir: Path, quiet: bool = True) -> dict:
         "size_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "batch_norm": bn,
+        **({"norm": norms} if norms["layers"] else {}),
         "input_shape": check["input_shape"],
         "output_shape": check["output_shape"],
         "num_ops": info["num_ops"],

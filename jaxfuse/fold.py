@@ -165,3 +165,32 @@ def compose_scale_shift(steps):
             raise ValueError(f"unknown chain step {kind!r} (known: {', '.join(CHAIN_STEPS)})")
     scale, shift = xp.broadcast_arrays(xp.asarray(scale), xp.asarray(shift))
     return scale, shift
+
+
+def fold_input_affine(kind: str, weights, bias, scale, shift, *, adjoint: bool = False):
+    """op(x * scale + shift) == op'(x) for a linear op reading x as data, with x's channels
+    on its last axis: returns (W', b') with W' = W scaled along its input channels and
+    b' = b + (W applied to shift). `scale`/`shift` may be None; `bias` may be None (zeros).
+
+    FULLY_CONNECTED (weights [O, I], I a multiple of the channels: the scale and shift repeat
+    over a flattened input), CONV_2D that sees no padding (a 1x1 kernel; weights [O,KH,KW,C])
+    and BATCH_MATMUL with a constant right-hand side ([..., C, N], or [..., N, C] when
+    `adjoint`): there b' has shape [..., N] and is added after the product (no bias exists in
+    the op itself). Exact in real arithmetic, for any sign of the scale, zeros included.
+    """
+    present = [a for a in (bias, scale, shift) if a is not None]
+    xp = _xp(weights, *present)
+    if kind == "BATCH_MATMUL":
+        axis = weights.ndim - 1 if adjoint else weights.ndim - 2
+        delta = None
+        if shift is not None:
+            delta = xp.matmul(weights, shift) if adjoint else xp.matmul(shift, weights)
+        if scale is not None:
+            weights = weights * _along(scale, axis, weights.ndim)
+    else:
+        delta = None if shift is None else input_shift_to_bias(kind, weights, None, shift)
+        if scale is not None:
+            weights = scale_input_channels(kind, weights, scale)
+    if delta is None:
+        return weights, bias
+    return weights, delta if bias is None else bias + delta

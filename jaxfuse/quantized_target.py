@@ -18,7 +18,14 @@ Candidates (fuse_preactivation_batchnorm's Form; every other pass runs as usual)
           fused RELU (LiteRT's XNNPACK delegate runs that in int8, not a RELU op);
   shift - the shift backward only, the scale stays a MUL carrying the ReLU;
   scale - the scale forward only, the shift stays an ADD carrying the ReLU;
-  none  - no pre-activation fold (the reference the others are measured against).
+  norms      - no pre-activation fold; every LayerNorm / RMSNorm affine folded into the
+               linear layers reading it (fold_norm_affine): gamma's spread moves into their
+               weights' input channels, which may cost int8 resolution;
+  norms-kept - no pre-activation fold; the norms in their cheapest form, each affine kept
+               as one MUL and one ADD;
+  none  - neither (the reference the others are measured against).
+The batch-norm candidates fold the norms too; the norm candidates are measured only where
+fold_norm_affine rewrites something, the batch-norm ones only where a batch norm folds.
 All of them keep every op XNNPACK delegates in int8, so each runs at least as fast as the
 quantized original; which is fastest follows its op count.
 """
@@ -33,12 +40,17 @@ from .engines import logits_copy
 from .equivalence import compare
 from .ir import Model
 from .passes import DEFAULT_PIPELINE, PASSES, optimize
+from .passes.fold_norm_affine import FoldNormAffine
 from .passes.manager import OptimizationReport
 from .passes.fuse_preactivation_batchnorm import FusePreactivationBatchnorm, Form
 from .quantization import quantize
 
 PREACTIVATION = "fuse_preactivation_batchnorm"
-CANDIDATES = {"full": Form("full", "mul"), "shift": Form("shift"), "scale": Form("scale"), "none": None}
+NORMS = "fold_norm_affine"
+# name -> (pre-activation Form or None, norm mode: "fold", "keep" or None for no fold_norm_affine)
+CANDIDATES = {"full": (Form("full", "mul"), "fold"), "shift": (Form("shift"), "fold"), "scale": (Form("scale"), "fold"),
+              "norms": (None, "fold"), "norms-kept": (None, "keep"), "none": (None, None)}
+NORM_CANDIDATES = ("norms", "norms-kept")
 DEFAULT_MAX_LOSS = 0.3  # dB of SQNR a fused model may lose against the quantized unfused one
 
 
@@ -50,6 +62,7 @@ class Candidate:
     preactivation_fused: int
     optimize_seconds: float
     quantize_seconds: float
+    norms_rewritten: int = 0  # LayerNorm / RMSNorm rewrites of fold_norm_affine
 
 
 @dataclass
@@ -70,23 +83,28 @@ class Selection:
         reference = next(c for c in self.candidates if c.name == "none")
         for c in self.candidates:
             mark = "*" if c.name == self.chosen else " "
-            lines.append(f"   {mark} {c.name:6s} {c.ops:5d} ops, SQNR {c.sqnr_db:6.2f} dB "
+            lines.append(f"   {mark} {c.name:10s} {c.ops:5d} ops, SQNR {c.sqnr_db:6.2f} dB "
                          f"({c.sqnr_db - reference.sqnr_db:+.2f} vs unfused), {c.preactivation_fused} pre-activation "
-                         f"batch norm(s) folded")
+                         f"batch norm(s) folded, {c.norms_rewritten} norm rewrite(s)")
         return "\n".join(lines)
 
 
-def pipeline(passes, form: Form | None) -> list:
+def pipeline(passes, form: Form | None, norms: str | None = "fold") -> list:
     """`passes` (names or Pass instances; None: the default pipeline) with the pre-activation
-    pass in `form`, or without it for form None."""
+    pass in `form` (left out for form None) and fold_norm_affine folding or keeping the norm
+    affines (norms "fold" / "keep"; left out for None)."""
     names = list(DEFAULT_PIPELINE if passes is None else passes)
     chosen = []
     for p in names:
-        is_preactivation = (p == PREACTIVATION) or getattr(p, "name", None) == PREACTIVATION
-        if not is_preactivation:
+        name = p if isinstance(p, str) else getattr(p, "name", None)
+        if name == PREACTIVATION:
+            if form is not None:
+                chosen.append(FusePreactivationBatchnorm(form))
+        elif name == NORMS:
+            if norms is not None:
+                chosen.append(FoldNormAffine(fold_affine=norms == "fold"))
+        else:
             chosen.append(PASSES[p] if isinstance(p, str) else p)
-        elif form is not None:
-            chosen.append(FusePreactivationBatchnorm(form))
     return chosen
 
 
@@ -96,19 +114,23 @@ def optimize_for_quantization(model: Model, calibration: list[list[np.ndarray]],
     quantization with `scheme` (module docstring). `calibration` feeds ai-edge-quantizer,
     `check` the SQNR measurement; `options` go to passes.optimize for every candidate."""
     optimized = {}
-    for name, form in CANDIDATES.items():
+    for name, (form, norms) in CANDIDATES.items():
         t = time.perf_counter()
-        optimized[name] = (*optimize(model, pipeline(passes, form), **options), time.perf_counter() - t)
-    fused = {name: report.passes[PREACTIVATION].fused if PREACTIVATION in report.passes else 0
-             for name, (_, report, _) in optimized.items()}
-    if not any(fused.values()):  # every candidate is the same model: nothing to measure
+        optimized[name] = (*optimize(model, pipeline(passes, form, norms), **options), time.perf_counter() - t)
+
+    def count(report, pass_name):
+        return report.passes[pass_name].fused if pass_name in report.passes else 0
+    fused = {name: count(report, PREACTIVATION) for name, (_, report, _) in optimized.items()}
+    norms = {name: count(report, NORMS) for name, (_, report, _) in optimized.items()}
+    if not any(fused.values()) and not any(norms.values()):  # every candidate is the same model
         chosen, report, _ = optimized["none"]
-        return chosen, report, Selection(scheme, "none", max_loss, [], "no pre-activation batch norm to fold")
+        return chosen, report, Selection(scheme, "none", max_loss, [], "no pre-activation batch norm or norm to fold")
     results = {}
     reference_logits = logits_copy(model)
     for name, (candidate, report, optimize_seconds) in optimized.items():
-        if name != "none" and not fused[name]:  # folded nothing (DenseNet's shift stops at every concatenation):
-            continue                            # the unfused model again, measured once as "none"
+        # a candidate that changed nothing its dimension covers is another one again, measured once
+        if name in NORM_CANDIDATES and not norms[name] or name not in (*NORM_CANDIDATES, "none") and not fused[name]:
+            continue
         t = time.perf_counter()
         # measured before a final SOFTMAX: its int8 output (steps of 1/256) would hide the differences
         quantized = quantize(logits_copy(candidate), calibration, scheme).model
@@ -116,7 +138,7 @@ def optimize_for_quantization(model: Model, calibration: list[list[np.ndarray]],
         verdict = compare(reference_logits, quantized, check, min_sqnr=-np.inf)
         sqnr = min(o.sqnr_db for o in verdict.outputs)
         results[name] = (candidate, report, Candidate(name, report.ops_after, float(sqnr), fused[name],
-                                                      optimize_seconds, quantize_seconds))
+                                                      optimize_seconds, quantize_seconds, norms[name]))
     candidates = [c for _, _, c in results.values()]
     chosen, reason = choose(candidates, max_loss, scheme)
     optimized, report, _ = results[chosen]

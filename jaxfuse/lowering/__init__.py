@@ -8,7 +8,7 @@ One rule per builtin op and type family, registered with `@register("OP")` (floa
 """
 from . import (arithmetic, array, comparison, control_flow, elementwise, layout, nn,  # noqa: F401 (they register)
                quantized_array, quantized_comparison, quantized_elementwise, quantized_nn, quantized_reduce,
-               quantized_shape, reduce, signal, sparse, variables)
+               quantized_shape, quantized_transformer, reduce, signal, sparse, variables)
 from .activation import apply_activation
 from .core import (FLOAT, QUANTIZED, RULES, Ctx, LoweringError, Variable, WholeModelNeeded, lower, lower_graph,
                    op_family, register, resource_variables, rule_for, supported_ops, tensor_keys)
