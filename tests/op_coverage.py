@@ -41,6 +41,7 @@ INT16 = {
     "RESIZE_NEAREST_NEIGHBOR", "QUANTIZE", "DEQUANTIZE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER",
     "GATHER_ND", "PACK", "UNPACK", "EXPAND_DIMS", "TILE", "BROADCAST_TO", "REVERSE_V2", "SELECT", "SELECT_V2",
     "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND",
+    "BATCH_MATMUL", "RSQRT", "GELU",
 }
 # op -> the types onert 0.1.0 runs it in and the tests compare (where onert refuses, the tests skip)
 ONERT = {
