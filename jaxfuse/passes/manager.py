@@ -415,6 +415,12 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     given = model
     samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
                             model.main.inputs)
+    notes = []
+    quantized = _quantized_tensor(model)
+    requested = pass_list
+    if quantized is not None:
+        notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
+        pass_list = []
     # the checks evaluate what they can (an op without a lowering rule stops only what depends on it), at
     # the samples' shapes with every shape computed: the file's may be one instance of a dynamic shape, or wrong
     original = at_input_shapes(model, samples.shapes, evaluable_part(model.main)) if pass_list else model
@@ -422,12 +428,6 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     model = original.copy()
     hist_before = model.op_histogram()
     ops_before = sum(hist_before.values())
-    notes = []
-    quantized = _quantized_tensor(model)
-    requested = pass_list
-    if quantized is not None:
-        notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
-        pass_list = []
 
     float16_origins = float16.materialize(model.main) if pass_list else {}
 
