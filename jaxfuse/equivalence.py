@@ -145,7 +145,7 @@ class VerifyReport:
         return json_safe(asdict(self))
 
     def summary(self) -> str:
-        verdict = "equivalent" if self.ok else "NOT equivalent"
+        verdict = ("equivalent" if self.ok else "NOT equivalent") + (" where evaluated" if self.unchecked else "")
         if self.mode == FLOAT:
             line = (f"{verdict}: max error {self.max_abs_error:.3g} abs, {self.max_rel_error:.3g} of the output scale "
                     f"(tolerance {self.tolerance:g})")

@@ -386,7 +386,8 @@ def _lower_segment(graph: Graph, segment: Segment, keys: dict[int, str], order: 
         traced_keys[:] = [k for k in produced_keys if not isinstance(values[k], np.ndarray)]  # static ones stay out
         return tuple(values[k] for k in carry_keys), tuple(values[k] for k in traced_keys)
 
-    vstep = jax.vmap(step, in_axes=(None,) + (0,) * len(segment.inputs))
+    vstep = jax.vmap(step, in_axes=(None,) + (0,) * len(segment.inputs),
+                     axis_size=size)  # (a segment computing from constants only reads no batch)
     avals = ([jax.ShapeDtypeStruct(tuple(t.shape), jax.dtypes.canonicalize_dtype(t.dtype)) for t in param_tensors],
              *[jax.ShapeDtypeStruct((size, *t.shape), jax.dtypes.canonicalize_dtype(t.dtype)) for t in segment.inputs])
     lowered, key = placement.lower(vstep, *avals, options=options)
