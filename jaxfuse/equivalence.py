@@ -29,7 +29,7 @@ from .memory import release_free_memory
 from .programs import PROGRAMS, RUN_COMPILER_OPTIONS
 from .samples import as_sample_set
 from .segmented import Placement, SegmentedRun, evaluable_part, stack_samples, whole_graph
-from .shapes import at_input_shapes
+from .shapes import at_input_shapes, signature
 from . import progress
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
@@ -329,9 +329,9 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     in the report's `unchecked`; without it, such an op raises LoweringError."""
     import jax
     ga, gb = reference.main, candidate.main
-    if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
+    if [signature(t) for t in ga.inputs] != [signature(t) for t in gb.inputs]:  # -1: a dynamic dimension
         raise ValueError("the models have different inputs: "
-                         f"{[list(t.shape) for t in ga.inputs]} vs {[list(t.shape) for t in gb.inputs]}")
+                         f"{[list(signature(t)) for t in ga.inputs]} vs {[list(signature(t)) for t in gb.inputs]}")
     if len(ga.outputs) != len(gb.outputs):
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
     sample_set = as_sample_set(random_inputs(ga, num_samples, seed) if samples is None else samples, ga.inputs)

@@ -72,6 +72,10 @@ def test_dynamic_input_verifies_and_optimizes_at_the_datas_shape(dynamic, tmp_pa
     assert "RELU" not in fused.op_histogram()  # fused into the conv, checked at the data's shape
     assert fused.main.inputs[0].shape_signature == (-1, -1)
     assert relative_error(run_litert(out, [x])[0], run_litert(path, [x])[0]) < 1e-6
+    # written at the data's instance of the dynamic shape: it still verifies against the original
+    assert main(["verify", str(path), str(out), "--inputs", str(npz)]) == 0
+    np.savez(tmp_path / "other.npz", x=x[:, :24])
+    assert main(["verify", str(path), str(out), "--inputs", str(tmp_path / "other.npz")]) == 0
 
 
 def test_dynamic_input_at_a_stored_shape_that_cannot_run_is_refused_in_one_line(dynamic, capsys):
