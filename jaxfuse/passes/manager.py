@@ -423,7 +423,12 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         pass_list = []
     # the checks evaluate what they can (an op without a lowering rule stops only what depends on it), at
     # the samples' shapes with every shape computed: the file's may be one instance of a dynamic shape, or wrong
-    original = at_input_shapes(model, samples.shapes, evaluable_part(model.main)) if pass_list else model
+    original = model
+    if pass_list:
+        try:
+            original = at_input_shapes(model, samples.shapes, evaluable_part(model.main))
+        except LoweringError as e:  # an op that fails while tracing: the checks will say where it matters
+            notes.append(f"shapes not computed, the stored ones are used: {e}")
     evaluable = evaluable_part(original.main)
     model = original.copy()
     hist_before = model.op_histogram()
