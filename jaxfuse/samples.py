@@ -2,7 +2,8 @@
 
 Each array carries a leading sample axis: shape [N, *input_shape], or [N, ...] in place
 of a batch dimension of 1 (an input [1, 224, 224, 3] takes [N, 224, 224, 3]). An array
-of exactly the input's shape is one sample. A directory stands for the .npz files in it,
+of exactly the input's shape is one sample. A dynamic dimension (-1 in the input's shape
+signature) takes any size, the same in every sample of a set (one set runs at one shape). A directory stands for the .npz files in it,
 in name order, one after the other. Arrays must have the input's dtype (no casting).
 Problems raise SampleError with a one-line message naming the file.
 
@@ -134,13 +135,14 @@ def _form(path: str, tensor: Tensor, shape: tuple, dtype: np.dtype) -> str:
     if tensor.dtype is None or dtype != tensor.dtype:
         raise SampleError(f"{path}: input '{tensor.name}' has dtype {dtype}, the model expects "
                           f"{_type_name(tensor)}")
-    if fits(tensor, shape):
+    if shape == expected:
         return SINGLE
     if len(shape) == len(expected) + 1 and fits(tensor, shape[1:]):
         return STACKED
-    if expected and expected[0] == 1 and signature(tensor)[0] == 1 and len(shape) == len(expected) \
-            and fits(tensor, (1, *shape[1:])):
-        return IN_PLACE_OF_BATCH
+    if expected and expected[0] == 1 and len(shape) == len(expected) and fits(tensor, (1, *shape[1:])):
+        return IN_PLACE_OF_BATCH  # (also where the batch dimension is dynamic: N samples, not one batch of N)
+    if fits(tensor, shape):
+        return SINGLE
     if is_dynamic(tensor):
         raise SampleError(f"{path}: input '{tensor.name}' has shape {list(shape)}; the model expects "
                           f"{list(signature(tensor))} (-1: any size), or that with a leading sample axis")
