@@ -3,8 +3,8 @@
 Each array carries a leading sample axis: shape [N, *input_shape], or [N, ...] in place
 of a batch dimension of 1 (an input [1, 224, 224, 3] takes [N, 224, 224, 3]). An array
 of exactly the input's shape is one sample. A dynamic dimension (-1 in the input's shape
-signature) takes any size, the same in every sample of a set (one set runs at one shape). A directory stands for the .npz files in it,
-in name order, one after the other. Arrays must have the input's dtype (no casting).
+signature) takes any size, the same in every sample of a set (one set runs at one shape).
+A directory stands for the .npz files in it, in name order, one after the other. Arrays must have the input's dtype (no casting).
 Problems raise SampleError with a one-line message naming the file.
 
 Files are read lazily: `open_samples` checks every file's names, shapes and dtypes from
