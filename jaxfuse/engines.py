@@ -39,29 +39,29 @@ def _tflite_bytes(path_or_bytes) -> bytes:
     return data
 
 
-def litert_interpreter(path_or_bytes, num_threads: int | None = None):
-    """An allocated LiteRT interpreter with builtin kernels (no default delegate)."""
+def litert_interpreter(path_or_bytes, num_threads: int | None = None, allocate: bool = True):
+    """A LiteRT interpreter with builtin kernels (no default delegate), allocated unless
+    `allocate` is False (a dynamic model may not even prepare at its stored input shapes:
+    resize its inputs first)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(model_content=_tflite_bytes(path_or_bytes), num_threads=num_threads,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
+    if allocate:
+        interp.allocate_tensors()
     return interp
 
 
 def run_litert(path_or_bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Outputs of the model (a .tflite/.circle path or bytes) in graph output order."""
-    interp = litert_interpreter(path_or_bytes)
+    interp = litert_interpreter(path_or_bytes, allocate=False)
     details = interp.get_input_details()
     if len(details) != len(inputs):
         raise ValueError(f"model has {len(details)} inputs, got {len(inputs)}")
-    resized = False
     for d, x in zip(details, inputs):
         if tuple(d["shape"]) != np.shape(x):
             interp.resize_tensor_input(d["index"], np.shape(x))
-            resized = True
-    if resized:
-        interp.allocate_tensors()
+    interp.allocate_tensors()  # every shape computed from the inputs' (as jaxfuse.shapes does)
     for d, x in zip(details, inputs):
         interp.set_tensor(d["index"], np.asarray(x, d["dtype"]))
     interp.invoke()

@@ -28,7 +28,8 @@ from .numerics import (convert_sample, dequantize, is_quantized_integer, json_sa
 from .memory import release_free_memory
 from .programs import PROGRAMS, RUN_COMPILER_OPTIONS
 from .samples import as_sample_set
-from .segmented import Placement, SegmentedRun, stack_samples
+from .segmented import Placement, SegmentedRun, evaluable_part, stack_samples, whole_graph
+from .shapes import at_input_shapes, signature
 from . import progress
 
 DEFAULT_TOLERANCE = 1e-4        # whole model, relative to each output's scale
@@ -138,6 +139,7 @@ class VerifyReport:
     worst_tensors: list[TensorDiff] = field(default_factory=list)  # lowest SQNR first
     devices: int = 1                      # devices that computed it (all processes together)
     processes: int = 1
+    unchecked: list[str] = field(default_factory=list)  # outputs that could not be evaluated, and why
 
     def to_dict(self) -> dict:
         return json_safe(asdict(self))
@@ -148,7 +150,7 @@ class VerifyReport:
         return format_verify_text(self, reference, candidate)
 
     def summary(self) -> str:
-        verdict = "equivalent" if self.ok else "NOT equivalent"
+        verdict = ("equivalent" if self.ok else "NOT equivalent") + (" where evaluated" if self.unchecked else "")
         if self.mode == FLOAT:
             line = (f"{verdict}: max error {self.max_abs_error:.3g} abs, {self.max_rel_error:.3g} of the output scale "
                     f"(tolerance {self.tolerance:g})")
@@ -169,6 +171,8 @@ class VerifyReport:
         if self.worst_tensors and self.mode != FLOAT:
             line += "; lowest SQNR: " + ", ".join(f"'{short_name(t.name)}' {t.sqnr_db:.1f} dB"
                                                   for t in self.worst_tensors[:3])
+        if self.unchecked:
+            line += f"; NOT checked (only what can be evaluated was compared): {'; '.join(self.unchecked)}"
         return "; ".join([line, *self.notes])
 
 
@@ -304,7 +308,7 @@ def compare(reference: Model, candidate: Model, samples=None, *,
             tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, num_samples: int = 2,
             max_lsb: float = DEFAULT_MAX_LSB, min_sqnr: float | None = None, devices=None,
             chunk: int | None = None, reference_run: SegmentedRun | None = None,
-            reference_values: dict[str, np.ndarray] | None = None) -> VerifyReport:
+            reference_values: dict[str, np.ndarray] | None = None, partial: bool = False) -> VerifyReport:
     """Run both models through JAX and compare outputs (by position) and every tensor the
     two share by name. Both run segment by segment in lockstep (jaxfuse.segmented), so
     peak memory is a few segments' weights and activations, not two whole models'.
@@ -322,25 +326,41 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     the reference on one device whose compiled programs to reuse. `reference_values`: what
     those programs computed on the first chunk's samples ({tensor key: array with the
     sample axis}, see activation_statistics), taken instead of running the reference on
-    that chunk again when they hold every tensor it compares there; the dict is emptied."""
+    that chunk again when they hold every tensor it compares there; the dict is emptied.
+
+    Every shape is computed at the samples' input shapes (jaxfuse.shapes). `partial`: where
+    an op cannot be evaluated (no lowering rule, or no outputs), compare what both models
+    can evaluate (segmented.evaluable_part) and list the outputs that could not be checked
+    in the report's `unchecked`; without it, such an op raises LoweringError."""
     import jax
     ga, gb = reference.main, candidate.main
-    if [tuple(t.shape) for t in ga.inputs] != [tuple(t.shape) for t in gb.inputs]:
+    if [signature(t) for t in ga.inputs] != [signature(t) for t in gb.inputs]:  # -1: a dynamic dimension
         raise ValueError("the models have different inputs: "
-                         f"{[list(t.shape) for t in ga.inputs]} vs {[list(t.shape) for t in gb.inputs]}")
+                         f"{[list(signature(t)) for t in ga.inputs]} vs {[list(signature(t)) for t in gb.inputs]}")
     if len(ga.outputs) != len(gb.outputs):
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
     sample_set = as_sample_set(random_inputs(ga, num_samples, seed) if samples is None else samples, ga.inputs)
     total = len(sample_set)
     if total == 0:
         raise ValueError("no samples to compare on")
+    # both at the shapes of the samples, every other shape computed (the stored ones may be one instance
+    # of a dynamic shape, or wrong): the same models when they agree
+    ga, view_a = _shaped(reference, sample_set.shapes, partial)
+    gb, view_b = _shaped(candidate, sample_set.shapes, partial)
     keys_a, keys_b = tensor_keys(ga), tensor_keys(gb)
-    by_key_b = {keys_b[id(t)]: t for t in gb.tensors}
-    order = [t for op in ga.ops for t in op.outputs]  # the reference's execution order
+    computed_b = _computed(view_b)
+    by_key_b = {keys_b[id(t)]: t for t in gb.tensors if id(t) in computed_b}
+    order = [t for op in view_a.ops for t in op.outputs]  # the reference's execution order
     shared = [(keys_a[id(t)], t) for t in order
               if keys_a[id(t)] in by_key_b and not by_key_b[keys_a[id(t)]].is_constant]
     mismatched = [name for name, t in shared if tuple(by_key_b[name].shape) != tuple(t.shape)]
-    pairs = [(f"out{i}", keys_a[id(ta)], keys_b[id(tb)]) for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))]
+    computed_a = _computed(view_a)
+    checked = [i for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs))
+               if id(ta) in computed_a and id(tb) in computed_b]
+    unchecked = [f"output '{ta.name}': " + (view_a.why_not(ta) if id(ta) not in computed_a else
+                                            f"in the candidate, {view_b.why_not(tb)}")
+                 for i, (ta, tb) in enumerate(zip(ga.outputs, gb.outputs)) if i not in checked]
+    pairs = [(f"out{i}", keys_a[id(ga.outputs[i])], keys_b[id(gb.outputs[i])]) for i in checked]
     pairs += [(name, name, name) for name, _ in shared if name not in mismatched]
     tensors_a = {keys_a[id(t)]: t for t in ga.tensors}
     stats = {label: _Accumulated(tensors_a[ka], by_key_b[kb], top1=label.startswith("out")
@@ -354,14 +374,14 @@ def compare(reference: Model, candidate: Model, samples=None, *,
 
     from .distributed import allgather_rows, chunk_groups, process_count, share
     local_devices = list(devices) if devices else jax.local_devices()
-    run_a = SegmentedRun(ga, keep=labels_a.__contains__)
-    run_b = SegmentedRun(gb, keep=labels_b.__contains__)
+    run_a = SegmentedRun(view_a, keep=labels_a.__contains__)
+    run_b = SegmentedRun(view_b, keep=labels_b.__contains__)
     size = chunk or chunk_size(total, run_a.bytes_per_sample() + run_b.bytes_per_sample(),
                                local_devices[0].platform)
     chunks = share(math.ceil(total / size))
     used = max(1, min(len(local_devices), len(chunks)))
     placement = Placement(local_devices[:used])
-    if used == 1 and reference_run is not None and reference_run.graph is ga \
+    if used == 1 and reference_run is not None and whole_graph(reference_run.graph) is ga \
             and reference_run.placement.devices == placement.devices and all(map(reference_run.keep, labels_a)):
         run_a = reference_run
     else:
@@ -376,7 +396,7 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     # choice depends on the set only, so every device count computes the same values)
     options = RUN_COMPILER_OPTIONS if total >= MANY_SAMPLES else None
     if options is not None and run_a is reference_run:
-        run_a = SegmentedRun(ga, keep=labels_a.__contains__, placement=placement)
+        run_a = SegmentedRun(view_a, keep=labels_a.__contains__, placement=placement)
     for run in (run_a, run_b):
         run.resident = resident
         run.options = options
@@ -423,8 +443,8 @@ def compare(reference: Model, candidate: Model, samples=None, *,
 
     missing = TensorDiff("", float("inf"), 0.0, float("inf"))  # never compared: shapes differ
     outputs = []
-    for i, ta in enumerate(ga.outputs):
-        label = f"out{i}"
+    for i in checked:
+        ta, label = ga.outputs[i], f"out{i}"
         outputs.append(stats[label].diff(ta.name, rows_by_label[label]) if label in seen
                        else replace(missing, name=ta.name))
     mode = MIXED if any(o.kind == MIXED for o in outputs) else (
@@ -448,7 +468,24 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     return VerifyReport(ok=ok, tolerance=tolerance, samples=total, max_abs_error=max_abs,
                         max_rel_error=max_rel, outputs=outputs, compared_tensors=len(shared), first_divergent=first,
                         notes=notes, mode=mode, max_lsb=max_lsb if mode == QUANTIZED else None,
-                        min_sqnr=sqnr_limit, worst_tensors=worst, devices=_total_devices(used), processes=processes)
+                        min_sqnr=sqnr_limit, worst_tensors=worst, devices=_total_devices(used), processes=processes,
+                        unchecked=unchecked)
+
+
+def _computed(graph: Graph) -> set[int]:
+    """ids of the tensors evaluating `graph` gives: inputs, constants, what its ops compute."""
+    return ({id(t) for t in graph.inputs} | {id(t) for t in graph.tensors if t.is_constant}
+            | {id(t) for op in graph.ops for t in op.outputs})
+
+
+def _shaped(model: Model, input_shapes, partial: bool) -> tuple[Graph, Graph]:
+    """(main graph at `input_shapes`, the part of it to evaluate: all of it, or with
+    `partial` its segmented.evaluable_part)."""
+    part = evaluable_part(model.main) if partial else None
+    shaped = at_input_shapes(model, input_shapes, part).main
+    if part is not None and shaped is not model.main:
+        part = evaluable_part(shaped)
+    return shaped, part if part is not None else shaped
 
 
 def _total_devices(used: int) -> int:

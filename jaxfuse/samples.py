@@ -2,8 +2,9 @@
 
 Each array carries a leading sample axis: shape [N, *input_shape], or [N, ...] in place
 of a batch dimension of 1 (an input [1, 224, 224, 3] takes [N, 224, 224, 3]). An array
-of exactly the input's shape is one sample. A directory stands for the .npz files in it,
-in name order, one after the other. Arrays must have the input's dtype (no casting).
+of exactly the input's shape is one sample. A dynamic dimension (-1 in the input's shape
+signature) takes any size, the same in every sample of a set (one set runs at one shape).
+A directory stands for the .npz files in it, in name order, one after the other. Arrays must have the input's dtype (no casting).
 Problems raise SampleError with a one-line message naming the file.
 
 Files are read lazily: `open_samples` checks every file's names, shapes and dtypes from
@@ -24,6 +25,7 @@ import numpy as np
 from .ir import Tensor
 from .numerics import is_quantized_integer, quantize, random_input
 from .schema import TENSOR_TYPE_NAMES
+from .shapes import fits, is_dynamic, signature
 
 SINGLE, STACKED, IN_PLACE_OF_BATCH = "single", "stacked", "in place of batch"
 
@@ -133,21 +135,31 @@ def _takes_real_values(tensor: Tensor, dtype: np.dtype) -> bool:
 
 
 def _form(path: str, tensor: Tensor, shape: tuple, dtype: np.dtype, real: bool = False) -> str:
-    """How an array of `shape` holds samples for `tensor` (the rules in the module docstring);
-    with `real`, float arrays are accepted for quantized integer inputs too."""
+    """How an array of `shape` holds samples for `tensor` (the rules in the module docstring;
+    a dynamic dimension, -1 in the input's shape signature, takes any size); with `real`,
+    float arrays are accepted for quantized integer inputs too."""
     expected = tuple(int(d) for d in tensor.shape)
     if tensor.dtype is None or (dtype != tensor.dtype and not (real and _takes_real_values(tensor, dtype))):
         raise SampleError(f"{path}: input '{tensor.name}' has dtype {dtype}, the model expects "
                           f"{_type_name(tensor)}")
     if shape == expected:
         return SINGLE
-    if len(shape) == len(expected) + 1 and shape[1:] == expected:
+    if len(shape) == len(expected) + 1 and fits(tensor, shape[1:]):
         return STACKED
-    if expected and expected[0] == 1 and len(shape) == len(expected) and shape[1:] == expected[1:]:
-        return IN_PLACE_OF_BATCH
+    if expected and expected[0] == 1 and len(shape) == len(expected) and fits(tensor, (1, *shape[1:])):
+        return IN_PLACE_OF_BATCH  # (also where the batch dimension is dynamic: N samples, not one batch of N)
+    if fits(tensor, shape):
+        return SINGLE
+    if is_dynamic(tensor):
+        raise SampleError(f"{path}: input '{tensor.name}' has shape {list(shape)}; the model expects "
+                          f"{list(signature(tensor))} (-1: any size), or that with a leading sample axis")
     raise SampleError(f"{path}: input '{tensor.name}' has shape {list(shape)}; the model expects "
                       f"{list(expected)}, or [N, {', '.join(map(str, expected))}] for N samples"
                       + (f", or [N, {', '.join(map(str, expected[1:]))}]" if expected and expected[0] == 1 else ""))
+
+
+def _sample_shape(member: "_Member", form: str) -> tuple:
+    return member.shape if form == SINGLE else member.shape[1:] if form == STACKED else (1, *member.shape[1:])
 
 
 @dataclass
@@ -156,6 +168,10 @@ class _File:
     members: list[_Member]   # in input order
     forms: list[str]
     count: int
+
+    def shapes(self) -> list[tuple]:
+        """One sample's shape per input."""
+        return [_sample_shape(m, form) for m, form in zip(self.members, self.forms)]
 
 
 def _open_file(path: str, tensors: list[Tensor], real: bool = False) -> _File:
@@ -190,7 +206,14 @@ class SampleSet:
     def __init__(self, tensors: list[Tensor], files: list[_File] | None = None,
                  arrays: list[np.ndarray] | None = None, source: str = "samples"):
         self.tensors = list(tensors)
-        self.shapes = [tuple(int(d) for d in t.shape) for t in tensors]
+        # one sample's shape per input: the data's (a dynamic dimension takes the size the data has)
+        self.shapes = files[0].shapes() if files else [tuple(a.shape[1:]) for a in arrays] \
+            if arrays else [tuple(int(d) for d in t.shape) for t in tensors]
+        for f in (files or [])[1:]:
+            for t, first, here in zip(tensors, self.shapes, f.shapes()):
+                if here != first:
+                    raise SampleError(f"{f.path}: input '{t.name}' has samples of shape {list(here)}, "
+                                      f"{files[0].path} of {list(first)}: one set runs at one shape")
         self.source = source
         self._files = files or []
         self._arrays = arrays  # in-memory: per input [N, *shape]

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .ir import Graph, Op, Tensor
-from .lowering import lower_graph, tensor_keys
+from .lowering import LoweringError, lower_graph, rule_for, tensor_keys
 from .lowering.quant import is_quantized_integer
 from .memory import release_free_memory
 from .programs import CHECK_COMPILER_OPTIONS, MAX_PROGRAMS, PROGRAMS, STATS, compile_for_check  # noqa: F401
@@ -133,6 +133,75 @@ def plan_segments(graph: Graph, max_ops: int | None = None, max_weight_bytes: in
         seen_buffers.update(buffers)
     cuts = sorted(set(c for c in cuts if 0 <= c < n)) + [n]
     return [Segment(ops[a:b], live[a], live[b]) for a, b in zip(cuts, cuts[1:])]
+
+
+class EvaluablePart(Graph):
+    """The ops of `whole` that the checks can evaluate, sharing its tensors (so tensor keys
+    are the same): `left_out` holds (op index, op, why) for the others. Its outputs are the
+    whole graph's outputs that it computes."""
+
+    def __init__(self, whole: Graph, ops: list[Op], left_out: list[tuple[int, Op, str]]):
+        computed = {id(t) for op in ops for t in op.outputs} | {id(t) for t in whole.inputs}
+        super().__init__(whole.tensors, ops, whole.inputs, [t for t in whole.outputs if id(t) in computed],
+                         whole.name, whole.extra)
+        self.whole = whole
+        self.left_out = left_out
+
+    def why_not(self, tensor: Tensor) -> str:
+        """Why `tensor` (not computed here) is not evaluated: the first left-out op it depends on."""
+        producer = self.whole.producers()
+        stack, seen = [tensor], set()
+        reasons = {id(op): (i, op, why) for i, op, why in self.left_out}
+        first = None
+        while stack:
+            t = stack.pop()
+            op = producer.get(id(t))
+            if op is None or id(op) in seen:
+                continue
+            seen.add(id(op))
+            if id(op) in reasons and reasons[id(op)][2] != _UPSTREAM:
+                first = min(first, reasons[id(op)], key=lambda r: r[0]) if first else reasons[id(op)]
+            stack.extend(x for x in op.inputs if x is not None and not x.is_constant)
+        if first is None:
+            return "it is not evaluated"
+        i, op, why = first
+        return f"op {i} ({op.type}) {why}"
+
+
+_UPSTREAM = "reads a tensor that is not evaluated"
+
+
+def evaluable_part(graph: Graph) -> Graph:
+    """`graph` itself when the checks can evaluate all of it, else its EvaluablePart: every
+    op with a lowering rule and outputs whose activation inputs are graph inputs or
+    computed by such ops. (An op without outputs acts by side effect, which evaluating a
+    graph by its outputs cannot do.)"""
+    if isinstance(graph, EvaluablePart):
+        return graph
+    available = {id(t) for t in graph.inputs}
+    kept, left_out = [], []
+    for i, op in enumerate(graph.ops):
+        why = None
+        if not op.outputs:
+            why = "has no outputs (it acts by side effect)"
+        else:
+            try:
+                rule_for(op, i)
+            except LoweringError:
+                why = "has no lowering rule"
+        if why is None and any(t is not None and not t.is_constant and id(t) not in available for t in op.inputs):
+            why = _UPSTREAM
+        if why is None:
+            kept.append(op)
+            available.update(id(t) for t in op.outputs)
+        else:
+            left_out.append((i, op, why))
+    return graph if not left_out else EvaluablePart(graph, kept, left_out)
+
+
+def whole_graph(graph: Graph) -> Graph:
+    """The graph an evaluable part was taken from (a whole graph is its own)."""
+    return graph.whole if isinstance(graph, EvaluablePart) else graph
 
 
 class Placement:
@@ -322,7 +391,8 @@ def _lower_segment(graph: Graph, segment: Segment, keys: dict[int, str], order: 
         traced_keys[:] = [k for k in produced_keys if not isinstance(values[k], np.ndarray)]  # static ones stay out
         return tuple(values[k] for k in carry_keys), tuple(values[k] for k in traced_keys)
 
-    vstep = jax.vmap(step, in_axes=(None,) + (0,) * len(segment.inputs))
+    vstep = jax.vmap(step, in_axes=(None,) + (0,) * len(segment.inputs),
+                     axis_size=size)  # (a segment computing from constants only reads no batch)
     avals = ([jax.ShapeDtypeStruct(tuple(t.shape), jax.dtypes.canonicalize_dtype(t.dtype)) for t in param_tensors],
              *[jax.ShapeDtypeStruct((size, *t.shape), jax.dtypes.canonicalize_dtype(t.dtype)) for t in segment.inputs])
     lowered, key = placement.lower(vstep, *avals, options=options)
@@ -357,14 +427,19 @@ class SegmentedRun:
         programs = self._programs.get((size, id(self.placement), repr(self.options)))
         if programs is not None:
             return programs
+        side_effect = next(((i, op) for i, op in enumerate(self.graph.ops) if not op.outputs), None)
+        if side_effect is not None:  # evaluating only what the outputs need would silently skip it
+            i, op = side_effect
+            raise LoweringError(f"op {i} ({op.type}) has no outputs (it acts by side effect): the checks evaluate "
+                                "a graph by its outputs and cannot run it")
         programs = []
         for segment in self.segments:
             produced = [t for op in segment.ops for t in op.outputs if self.keep(self.keys[id(t)])]
             found = structure_key(segment.ops, segment.inputs, produced + segment.carry,
                                   extra=("segment", size, self.placement.description(), repr(self.options)))
-            if found is None:  # no rule for some op: lowering raises the error that says so
-                lower_graph(self.graph, inputs=segment.inputs, outputs=produced)
-                raise RuntimeError("segment cannot be lowered")
+            if found is None:  # no rule for some op: rule_for raises the error that says so
+                for op in segment.ops:
+                    rule_for(op, self.graph.ops.index(op))
             skey, order = found
             layout = _LAYOUTS.get(skey)
             executable = PROGRAMS.find(layout.program_key) if layout is not None else None

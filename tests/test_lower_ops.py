@@ -601,7 +601,7 @@ def test_params_left_on_the_host(rng):
 
 def test_wrong_input_shape_is_reported(rng):
     fn, params = lower(_conv_model(rng))
-    with pytest.raises(LoweringError, match=r"op 0 \(CONV_2D, output 'conv'\): lowered shape \[1, 7, 7, 3\]"):
+    with pytest.raises(LoweringError, match=r"input 'x' has shape \[1, 7, 7, 2\], the model's is \[1, 6, 6, 2\]"):
         fn(params, f32(rng, 1, 7, 7, 2))
 
 

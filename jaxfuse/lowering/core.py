@@ -289,16 +289,20 @@ def _needed_ops(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tensor
     return [(i, op) for i, op in enumerate(graph.ops) if id(op) in needed]
 
 
-def _check_result(ctx: Ctx, tensor: Tensor, value) -> None:
+def _check_input(tensor: Tensor, value) -> None:
+    """A graph input's value must fit its shape signature (-1: any size); intermediate
+    shapes are computed, not checked: the ones a file stores can be one instance of a
+    dynamic shape, or wrong (jaxfuse.shapes)."""
     shape = tuple(getattr(value, "shape", ()))
-    expected = tuple(tensor.shape)
-    if expected and len(shape) == len(expected):
-        signature = tensor.shape_signature or expected
-        ok = all(d == e or s < 0 for d, e, s in zip(shape, expected, signature))
-    else:
-        ok = not expected or shape == expected  # shape () in the file may also mean "unknown"
-    if not ok:
-        raise ctx.error(f"lowered shape {list(shape)} of '{tensor.name}' differs from the model's {list(expected)}")
+    signature = tuple(tensor.shape_signature or ()) if len(tensor.shape_signature or ()) == len(tensor.shape) \
+        else tuple(tensor.shape)
+    if not signature and not tensor.has_rank:  # shape () in the file may also mean "unknown"
+        return
+    if len(shape) != len(signature) or any(s >= 0 and d != s for d, s in zip(shape, signature)):
+        raise LoweringError(f"input '{tensor.name}' has shape {list(shape)}, the model's is {list(signature)}")
+
+
+def _check_result(ctx: Ctx, tensor: Tensor, value) -> None:
     dtype = np.dtype(value.dtype)
     if (_is_float(tensor) or is_quantized_integer(tensor)) and dtype != tensor.dtype:
         raise ctx.error(f"lowered dtype {dtype} of '{tensor.name}' differs from the model's {tensor.dtype}")
@@ -375,6 +379,7 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
     variables = resource_variables(model) if model is not None else []
     plan = _plan(graph, inputs, outputs, side_effects=model is not None)
     given = {id(t) for t in inputs}
+    graph_inputs = {id(t) for t in graph.inputs}
     params: dict[str, jax.Array] = {}
     static: dict[int, np.ndarray] = {}
     for t in [t for ctx, _ in plan for t in ctx.inputs] + outputs:
@@ -392,6 +397,9 @@ def lower_graph(graph: Graph, inputs: Sequence[Tensor] | None = None, outputs: S
                 if variables else ""
             raise TypeError(f"expected {len(inputs)} input arrays ({', '.join(t.name for t in inputs)}){state}, "
                             f"got {len(args)}")
+        for t, a in zip(inputs, args):
+            if id(t) in graph_inputs:
+                _check_input(t, a)
         env = {id(t): a if static_inputs and isinstance(a, np.ndarray) else jax.numpy.asarray(a)
                for t, a in zip(inputs, args)}
         frame = None if model is None else \

@@ -27,14 +27,15 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..ir import Graph, Model, Op, Tensor
-from ..lowering import tensor_keys
+from ..lowering import LoweringError, tensor_keys
 from .. import equivalence
 from ..progress import Silent, bar as progress_bar
 from ..memory import release_free_memory
 from ..numerics import random_input
 from ..programs import STATS
 from ..samples import as_sample_set
-from ..segmented import SegmentedRun, sample_bytes
+from ..segmented import SegmentedRun, evaluable_part, sample_bytes
+from ..shapes import at_input_shapes, is_dynamic
 from . import float16
 from .base import PASSES, Pass, Refusal, Rewrite
 
@@ -210,6 +211,8 @@ class _Optimizer:
         self._statistics_source = statistics
         self._statistics: dict[int, tuple[np.ndarray, np.ndarray] | None] | None = None
         self.unsampled: list[str] = []  # tensors whose realistic sample could not be drawn
+        self.unevaluated: set[int] = set()  # tensors the original cannot evaluate (after an op without a rule)
+        self.unevaluated_read: list[str] = []  # those of them a check read
         self.rng = np.random.default_rng(seed)
         self.reports = {p.name: PassReport() for p in passes}
         self.checks_bar = Silent()  # a progress bar while run() runs
@@ -232,6 +235,8 @@ class _Optimizer:
         realistic = self._realistic(frontier)
         missing = [t.name for t in frontier if id(t) in self._statistics and self._statistics[id(t)] is None]
         self.unsampled += [name for name in missing if name not in self.unsampled]
+        beyond = [t.name for t in frontier if id(t) in self.unevaluated]
+        self.unevaluated_read += [name for name in beyond if name not in self.unevaluated_read]
         if realistic:
             drawn = []
             for t, noise in zip(frontier, samples[0]):
@@ -407,24 +412,35 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     pass_list = resolve_passes(passes)
     compiled_before = STATS.to_dict()
     timings = {}
-    original = model
-    model = model.copy()
-    hist_before = model.op_histogram()
-    ops_before = sum(hist_before.values())
+    given = model
+    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
+                            model.main.inputs)
     notes = []
     quantized = _quantized_tensor(model)
     requested = pass_list
     if quantized is not None:
         notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
         pass_list = []
+    # the checks evaluate what they can (an op without a lowering rule stops only what depends on it), at
+    # the samples' shapes with every shape computed: the file's may be one instance of a dynamic shape, or wrong
+    original = model
+    if pass_list:
+        try:
+            original = at_input_shapes(model, samples.shapes, evaluable_part(model.main))
+        except LoweringError as e:  # an op that fails while tracing: the checks will say where it matters
+            if any(is_dynamic(t) for t in model.main.inputs):  # not at these input shapes: nothing can be checked
+                raise
+            notes.append(f"shapes not computed, the stored ones are used: {e}")
+    evaluable = evaluable_part(original.main)
+    model = original.copy()
+    hist_before = model.op_histogram()
+    ops_before = sum(hist_before.values())
 
-    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
-                            original.main.inputs)
     float16_origins = float16.materialize(model.main) if pass_list else {}
 
     # the statistics need every float tensor of the original, and so (on float models) does the final check:
     # one set of programs serves both
-    reference_run = SegmentedRun(original.main, keep=_float_activations(original.main).__contains__)
+    reference_run = SegmentedRun(evaluable, keep=_float_activations(evaluable).__contains__)
     # the first chunk of the final check, which the statistics run computes too (it uses only the first
     # sample): then the check reuses the statistics run's programs, batch size included
     chunk = equivalence.chunk_size(len(samples), 2 * reference_run.bytes_per_sample(),
@@ -432,14 +448,19 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     # and the final check takes the statistics run's values for that chunk instead of computing them again
     # (see _holds_reference_values): each value is let go once a rewrite has replaced its tensor, so what is
     # left when the check starts is about what it compares
-    reference_values = {} if verify and pass_list and _holds_reference_values(original.main, reference_run,
+    reference_values = {} if verify and pass_list and _holds_reference_values(evaluable, reference_run,
                                                                               len(samples), chunk) else None
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
-        by_key = equivalence.activation_statistics(original.main, samples[0], run=reference_run,
-                                                   batch=samples.batch(0, chunk), values=reference_values)
+        try:
+            by_key = equivalence.activation_statistics(evaluable, samples[0], run=reference_run,
+                                                       batch=samples.batch(0, chunk), values=reference_values)
+        except LoweringError as e:  # the checks then draw standard-normal samples only
+            notes.append(f"the original could not be run for activation statistics ({e}): every rewrite was "
+                         "checked on standard-normal samples only")
+            by_key = {}
         keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
         timings["reference_run"] = time.perf_counter() - t
         return {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
@@ -448,6 +469,15 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     reference_outputs = {tensor_keys(original.main)[id(t)] for t in original.main.outputs}
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed,
                            applied=lambda graph: _let_go_of_replaced(reference_values, graph, reference_outputs))
+    if pass_list and evaluable is not original.main:
+        # the copies of the tensors the original cannot evaluate: checks reading them draw standard-normal samples
+        keys, copy_keys = tensor_keys(original.main), tensor_keys(model.main)
+        beyond = {keys[id(t)] for t in original.main.tensors if not t.is_constant} - \
+            {keys[id(t)] for t in [*evaluable.inputs, *(t for op in evaluable.ops for t in op.outputs)]}
+        optimizer.unevaluated = {id(t) for t in model.main.tensors if copy_keys[id(t)] in beyond}
+        i, op, why = evaluable.left_out[0]
+        notes.append(f"op {i} ({op.type}) {why}: the checks evaluate the {len(evaluable.ops)} of "
+                     f"{len(original.main.ops)} ops that do not depend on such an op")
     optimizer.run()
     weights16 = float16.restore(model.main, float16_origins) if float16_origins else None
     if not optimizer.rewrites:
@@ -462,7 +492,8 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     if verify and pass_list and optimizer.rewrites:
         t = time.perf_counter()
         verification = equivalence.compare(original, model, samples, tolerance=tolerance, chunk=chunk,
-                                           reference_run=reference_run, reference_values=reference_values)
+                                           reference_run=reference_run, reference_values=reference_values,
+                                           partial=True)
         timings["whole_model_check"] = time.perf_counter() - t
     elif verify and pass_list:
         notes.append("no rewrite was applied: the model is unchanged, so there was nothing to compare")
@@ -471,12 +502,19 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         more = f" and {len(optimizer.unsampled) - 3} more" if len(optimizer.unsampled) > 3 else ""
         notes.append(f"checks reading {names}{more} used standard-normal samples only: in the reference run a "
                      "channel there held no finite value below 1e30 to take statistics from")
+    if optimizer.unevaluated_read:
+        names = ", ".join(f"'{name}'" for name in optimizer.unevaluated_read[:3])
+        more = f" and {len(optimizer.unevaluated_read) - 3} more" if len(optimizer.unevaluated_read) > 3 else ""
+        notes.append(f"checks reading {names}{more} used standard-normal samples only: the original cannot be "
+                     "evaluated up to there")
     float16_report = None if weights16 is None else weights16.to_dict()
     if lossy_float16 and weights16 is not None and weights16.changed and (verification is None or verification.ok):
         float16.round_to_float16(model.main, weights16)
-        lossy = equivalence.compare(original, model, samples, tolerance=float("inf"))
+        lossy = equivalence.compare(original, model, samples, tolerance=float("inf"), partial=True)
         float16_report = {**weights16.to_dict(), "lossy_max_rel_error": lossy.max_rel_error,
                           "lossy_max_abs_error": lossy.max_abs_error, "lossy_samples": lossy.samples}
+    if not optimizer.rewrites and weights16 is None:
+        model = given.copy()  # nothing rewritten: the model as it came (not even its shapes recomputed)
     hist_after = model.op_histogram()
     report = OptimizationReport(reports, ops_before, sum(hist_after.values()), hist_before, hist_after,
                                 optimizer.rewrites, optimizer.max_error, verification, timings, notes, float16_report,
