@@ -2,6 +2,7 @@
 quantized models: SQNR between a float model and its quantized version, LSBs between two
 quantized ones."""
 import json
+from pathlib import Path
 from importlib.util import find_spec
 
 import numpy as np
@@ -159,3 +160,21 @@ def test_quantized_samples_carry_the_same_real_values(models):
     step = float(b.main.inputs[0].quantization.scale[0])
     inside = np.abs(x) < 100 * step
     assert np.max(np.abs(dequantize(q, b.main.inputs[0]) - x)[inside]) <= step / 2 + 1e-7
+
+
+def test_float_islands_of_a_quantized_model_are_judged_by_its_outputs():
+    """ai-edge-quantizer leaves some ops float (the ViT's NEG) behind a DEQUANTIZE: against the
+    float model those tensors carry the quantization's error, so they are no divergence; the
+    outputs' SQNR judges the model. A float tensor computed before any quantized value still
+    is not an island."""
+    from jaxfuse.equivalence import _after_quantized
+    models = Path(__file__).resolve().parents[1] / "examples" / "models"
+    float_model = jaxfuse.load(models / "vit_tiny_mixed_logits.tflite")
+    int8_model = jaxfuse.load(models / "vit_tiny_mixed_logits_int8.tflite")
+    report = jaxfuse.verify(float_model, int8_model, min_sqnr=10)
+    assert report.ok and report.first_divergent is None
+    assert report.mode == "float-vs-quantized" and report.outputs[0].sqnr_db > 10
+    islands = _after_quantized(int8_model.main)
+    floats = [t for t in int8_model.main.tensors if id(t) in islands and t.dtype.kind == "f"]
+    assert any(t.name.endswith("Neg") for t in floats)
+    assert not any(id(t) in islands for t in int8_model.main.inputs)
