@@ -33,6 +33,7 @@ import numpy as np
 
 from .ir import Graph, Op, Tensor
 from .lowering import LoweringError, lower_graph, rule_for, tensor_keys
+from .lowering.core import WHOLE_MODEL_OPS
 from .lowering.quant import is_quantized_integer
 from .memory import release_free_memory
 from .programs import CHECK_COMPILER_OPTIONS, MAX_PROGRAMS, PROGRAMS, STATS, compile_for_check  # noqa: F401
@@ -175,7 +176,8 @@ def evaluable_part(graph: Graph) -> Graph:
     """`graph` itself when the checks can evaluate all of it, else its EvaluablePart: every
     op with a lowering rule and outputs whose activation inputs are graph inputs or
     computed by such ops. (An op without outputs acts by side effect, which evaluating a
-    graph by its outputs cannot do.)"""
+    graph by its outputs cannot do; control flow and resource variables need the model's
+    other subgraphs and its state, which the checks' one-graph programs do not run.)"""
     if isinstance(graph, EvaluablePart):
         return graph
     available = {id(t) for t in graph.inputs}
@@ -184,6 +186,8 @@ def evaluable_part(graph: Graph) -> Graph:
         why = None
         if not op.outputs:
             why = "has no outputs (it acts by side effect)"
+        elif op.type in WHOLE_MODEL_OPS:
+            why = "needs the whole model (other subgraphs or resource variables)"
         else:
             try:
                 rule_for(op, i)

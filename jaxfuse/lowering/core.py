@@ -39,6 +39,10 @@ class WholeModelNeeded(LoweringError):
     """An op runs other subgraphs or resource variables, and only one graph (or a region) was lowered."""
 
 
+# The ops whose rules run other subgraphs or resource variables (Ctx.whole_model)
+WHOLE_MODEL_OPS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "CALL", "IF", "WHILE"})
+
+
 Rule = Callable[..., object]
 FLOAT, QUANTIZED = "float", "quantized"
 FAMILIES = (FLOAT, QUANTIZED)
