@@ -22,14 +22,16 @@ BEGIN, END = "<!-- op-coverage:begin -->", "<!-- op-coverage:end -->"
 
 def litert_modules() -> list[str]:
     """The test modules that compare jaxfuse with LiteRT (they call run_litert or
-    assert_matches_litert), with the local helper modules they import models from."""
+    assert_matches_litert, or import their checks from a test module that does), with the
+    local helper modules they import models from."""
+    texts = {path.name: path.read_text() for path in TESTS.glob("test_*.py")}
+    direct = {name for name, text in texts.items() if re.search(r"\b(run_litert|assert_matches_litert)\b", text)}
     found = set()
-    for path in TESTS.glob("test_*.py"):
-        text = path.read_text()
-        if re.search(r"\b(run_litert|assert_matches_litert)\b", text):
-            found.add(path.name)
-            found.update(f"{name}.py" for name in re.findall(r"^(?:from|import) (\w+)", text, re.M)
-                         if not name.startswith("test_") and (TESTS / f"{name}.py").exists())
+    for name, text in texts.items():
+        imported = re.findall(r"^(?:from|import) (\w+)", text, re.M)
+        if name in direct or any(f"{m}.py" in direct for m in imported if m.startswith("test_")):
+            found.add(name)
+            found.update(f"{m}.py" for m in imported if not m.startswith("test_") and (TESTS / f"{m}.py").exists())
     return sorted(found)
 
 
