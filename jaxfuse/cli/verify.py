@@ -135,7 +135,8 @@ register(Command(
     "of the per-sample error, the worst sample's index, a classifier's top-1 agreement); --json\n"
     "prints the report object (keys: ok, mode, tolerance, max_lsb, min_sqnr, samples, devices,\n"
     "processes, max_abs_error, max_rel_error, outputs, compared_tensors, first_divergent,\n"
-    "worst_tensors, notes; a tensor entry has name, kind, max_abs_error, scale, rel_error, sqnr_db,\n"
+    "worst_tensors, notes, unchecked; with --against litert also against_litert, per model: agrees,\n"
+    "outputs, first_divergence, ...; a tensor entry has name, kind, max_abs_error, scale, rel_error, sqnr_db,\n"
     "lsb_error, within_1_lsb, p99_error, worst_sample, top1_agreement; infinite values are the\n"
     "strings \"inf\" / \"-inf\").",
     add_arguments, run, EXIT_CODES_HELP))
