@@ -98,3 +98,22 @@ def compare_whole(reference: Model, candidate: Model, samples=None, *, tolerance
                         max_rel_error=max((o.rel_error for o in outputs), default=0.0), outputs=outputs,
                         compared_tensors=len(states), first_divergent=first, notes=notes, mode=mode,
                         max_lsb=max_lsb if mode == QUANTIZED else None, min_sqnr=sqnr_limit, worst_tensors=worst)
+
+
+def activation_statistics(model: Model, sample: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """equivalence.activation_statistics for a model that only runs whole: every float tensor of
+    the main graph on one sample (a stateful model: its first step from init_state)."""
+    from .equivalence import channel_statistics
+    from .lowering import init_state, lower_graph
+    from .lowering.core import tensor_keys
+    from .programs import PROGRAMS
+    graph = model.main
+    fn, params = lower_graph(graph, all_tensors=True, model=model)
+    args = (*sample, *init_state(model))
+    results = PROGRAMS.compile(fn, params, *args)(params, *args)  # compiled as the checks are
+    values = results[0] if resource_variables(model) else results
+    keys = tensor_keys(graph)
+    floating = {keys[id(t)] for t in graph.tensors
+                if not t.is_constant and t.dtype is not None and t.dtype.kind == "f" and len(t.shape) >= 1}
+    return {key: channel_statistics(np.asarray(value)) for key, value in values.items()
+            if key in floating and np.asarray(value).size}

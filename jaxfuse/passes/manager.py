@@ -28,7 +28,9 @@ import numpy as np
 
 from ..ir import Graph, Model, Op, Tensor
 from ..lowering import tensor_keys
-from .. import equivalence
+from .. import equivalence, whole_model
+from ..lowering import resource_variables
+from ..whole_model import DEFAULT_STEPS, needs_whole_model
 from ..progress import Silent, bar as progress_bar
 from ..memory import release_free_memory
 from ..numerics import random_input
@@ -418,7 +420,9 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
         notes.append(f"quantized model (tensor '{quantized.name}'): left untouched; jaxfuse folds float models only")
         pass_list = []
 
-    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
+    whole = needs_whole_model(model)  # several subgraphs or variables: statistics and final check run it whole
+    default_count = DEFAULT_STEPS if whole and resource_variables(model) else 2
+    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, default_count, seed),
                             original.main.inputs)
     float16_origins = float16.materialize(model.main) if pass_list else {}
 
@@ -432,14 +436,15 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     # and the final check takes the statistics run's values for that chunk instead of computing them again
     # (see _holds_reference_values): each value is let go once a rewrite has replaced its tensor, so what is
     # left when the check starts is about what it compares
-    reference_values = {} if verify and pass_list and _holds_reference_values(original.main, reference_run,
+    reference_values = {} if verify and pass_list and not whole and _holds_reference_values(original.main, reference_run,
                                                                               len(samples), chunk) else None
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
-        by_key = equivalence.activation_statistics(original.main, samples[0], run=reference_run,
-                                                   batch=samples.batch(0, chunk), values=reference_values)
+        by_key = whole_model.activation_statistics(original, samples[0]) if whole else \
+            equivalence.activation_statistics(original.main, samples[0], run=reference_run,
+                                              batch=samples.batch(0, chunk), values=reference_values)
         keys = tensor_keys(model.main)  # same names and order as the original: ids map to the copy
         timings["reference_run"] = time.perf_counter() - t
         return {id(t): by_key[k] for t in model.main.tensors if (k := keys.get(id(t))) in by_key}
