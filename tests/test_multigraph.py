@@ -166,34 +166,24 @@ def test_cleanup_keeps_side_effects():
 
 @pytest.mark.parametrize("projected", [False, True])
 def test_optimize_never_harms_a_stateful_model(projected, tmp_path):
-    """`jaxfuse optimize` on a model with resource variables: the same ops (whether or not a rewrite
-    could apply), and LiteRT computes the same outputs over several steps."""
+    """`jaxfuse optimize` on a model with resource variables keeps every op with side effects; a
+    rewrite local to the main graph (projected: MUL folded into FULLY_CONNECTED) is applied, and
+    LiteRT computes the same outputs over several steps (within its rounding)."""
     path, out = tmp_path / "acc.tflite", tmp_path / "acc_opt.tflite"
     model = accumulator(projected=projected)
     jaxfuse.save(model, path)
     assert main(["optimize", str(path), "-o", str(out)]) == 0
     optimized = jaxfuse.load(out)
-    assert [[(op.type, [t.name if t else None for t in op.inputs], [t.name for t in op.outputs]) for op in g.ops]
-            for g in optimized.graphs] == \
-        [[(op.type, [t.name if t else None for t in op.inputs], [t.name for t in op.outputs]) for op in g.ops]
-         for g in model.graphs]
+    kinds = [[op.type for op in g.ops] for g in optimized.graphs]
+    if projected:
+        assert kinds[0].count("MUL") == 1 and kinds[1:] == [[op.type for op in g.ops] for g in model.graphs[1:]]
+        assert sorted(t for g in kinds for t in g if t != "MUL") == \
+            sorted(op.type for g in model.graphs for op in g.ops if op.type != "MUL")
+    else:
+        assert kinds == [[op.type for op in g.ops] for g in model.graphs]
     steps = stream(model, 4)
     for want, got in zip(litert_steps(path, steps), litert_steps(out, steps)):
-        np.testing.assert_array_equal(got[0], want[0])
-
-
-@pytest.mark.parametrize("build", [accumulator, if_model], ids=["variables", "if"])
-def test_verify_refuses_what_it_cannot_check_in_one_line(build, tmp_path, capsys):
-    """The whole-model checks run one graph at a time: a model that needs its subgraphs or variables
-    is refused with the op and the reason, never an internal error."""
-    path = tmp_path / "m.tflite"
-    jaxfuse.save(build(), path)
-    code = main(["verify", str(path), str(path)])
-    err = capsys.readouterr().err.strip()
-    assert code != 3
-    if code != 0:
-        assert "\n" not in err and "Traceback" not in err
-        assert "cannot be verified" in err and "needs the whole model" in err
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5 * np.abs(want[0]).max())
 
 
 def test_a_variable_assigned_inside_a_branch_carries_over_like_litert(tmp_path):
