@@ -50,6 +50,7 @@ class CrosscheckReport:
     max_lsb: int
     outputs: list[TensorComparison]
     tensors_compared: int = 0
+    steps: int = 1       # samples run in order on one interpreter: outputs compared at each, other tensors at the last
     diverging: list[TensorComparison] = field(default_factory=list)  # non-output tensors beyond tolerance
     samples: int = 1  # outputs compared on this many samples (tensors on the first)
 
@@ -65,14 +66,16 @@ class CrosscheckReport:
         first = self.first_divergence
         return {"engine": self.engine, "agrees": self.agrees, "tolerance": self.tolerance, "max_lsb": self.max_lsb,
                 "outputs": [asdict(o) for o in self.outputs], "tensors_compared": self.tensors_compared,
-                "diverging_tensors": len(self.diverging), "first_divergence": None if first is None else asdict(first),
-                "samples": self.samples}
+                "diverging_tensors": len(self.diverging), "steps": self.steps,
+                "first_divergence": None if first is None else asdict(first), "samples": self.samples}
 
     def format_text(self) -> str:
         over = f"outputs of {self.samples} samples, " if self.samples > 1 else ""
         lines = [f"against {self.engine}: {'agrees' if self.agrees else 'DISAGREES'} "
                  f"({over}{self.tensors_compared} tensors compared; tolerance {self.tolerance:g} of the scale, "
                  f"{self.max_lsb} LSB for quantized tensors)"]
+        if self.steps > 1:
+            lines.append(f"  {self.steps} steps in order: outputs compared at every step, other tensors at the last")
         for o in self.outputs:
             measure = f"{o.max_abs_error:g} LSB" if o.quantized else f"relative {o.rel_error:.3g}"
             spread = "" if o.litert_spread is None else f", LiteRT's own spread {o.litert_spread:.3g}"
@@ -111,56 +114,83 @@ def _output_agrees(c: TensorComparison, report: CrosscheckReport) -> bool:
     return c.rel_error <= max(report.max_lsb if c.quantized else report.tolerance, c.litert_spread or 0.0)
 
 
-def _litert_tensors(content: bytes, inputs: list[np.ndarray], builtin: bool, keep_all: bool):
+def _litert_tensors(content: bytes, steps: list[list[np.ndarray]], builtin: bool, keep_all: bool):
+    """An interpreter that has run `steps` in order (LiteRT keeps the variables between invokes),
+    and per output an array with a leading step axis."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
     interp = Interpreter(model_content=content, experimental_op_resolver_type=resolver,
                          experimental_preserve_all_tensors=keep_all)
     details = interp.get_input_details()
-    if len(details) != len(inputs):
-        raise CrosscheckError(f"the model has {len(details)} inputs, {len(inputs)} were given")
-    for d, x in zip(details, inputs):
+    if len(details) != len(steps[0]):
+        raise CrosscheckError(f"the model has {len(details)} inputs, {len(steps[0])} were given")
+    for d, x in zip(details, steps[0]):
         if tuple(d["shape"]) != np.shape(x):
             interp.resize_tensor_input(d["index"], np.shape(x))
     interp.allocate_tensors()
-    for d, x in zip(details, inputs):
-        interp.set_tensor(d["index"], np.asarray(x, d["dtype"]))
-    interp.invoke()
-    return interp
+    outputs = []
+    for inputs in steps:
+        for d, x in zip(details, inputs):
+            interp.set_tensor(d["index"], np.asarray(x, d["dtype"]))
+        interp.invoke()
+        outputs.append([np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()])
+    return interp, [np.stack(values) for values in zip(*outputs)]
 
 
-def crosscheck(model: Model, inputs: list[np.ndarray], tolerance: float = DEFAULT_TOLERANCE,
-               max_lsb: int = DEFAULT_MAX_LSB) -> CrosscheckReport:
+def crosscheck(model: Model, inputs: list[np.ndarray] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+               max_lsb: int = DEFAULT_MAX_LSB, *, steps: list[list[np.ndarray]] | None = None) -> CrosscheckReport:
     """Run `model`'s main subgraph on `inputs` (one sample, graph-input order) in jaxfuse (compiled
     as its checks are, jaxfuse.xla's settings) and in LiteRT's builtin kernels, and compare every tensor both
-    compute. Raises CrosscheckError when LiteRT is missing or refuses the model."""
+    compute. Models with several subgraphs or resource variables run whole (jaxfuse.lower). `steps`
+    instead of `inputs`: samples run in order on one interpreter, a stateful model carrying its
+    variables from one to the next; outputs are compared at every step, the other tensors at the
+    last. Raises CrosscheckError when LiteRT is missing or refuses the model."""
+    if (inputs is None) == (steps is None):
+        raise CrosscheckError("give either inputs (one sample) or steps (samples run in order)")
+    steps = [list(inputs)] if steps is None else [list(step) for step in steps]
+    if not steps:
+        raise CrosscheckError("no steps to run")
     try:
         import ai_edge_litert  # noqa: F401
     except ImportError:
         raise CrosscheckError("the LiteRT cross-check needs ai-edge-litert (pip install ai-edge-litert)") from None
     from .io import to_bytes
-    from .lowering import lower_graph
+    from .lowering import init_state, lower_graph, resource_variables, run_steps
     from .lowering.core import tensor_keys
     from .programs import PROGRAMS
+    from .whole_model import needs_whole_model
 
     graph = model.main
     content = to_bytes(model, "tflite")
     try:
-        reference = _litert_tensors(content, inputs, builtin=True, keep_all=True)
-        delegated = _litert_tensors(content, inputs, builtin=False, keep_all=False)
+        reference, theirs_out = _litert_tensors(content, steps, builtin=True, keep_all=True)
+        _, delegated_out = _litert_tensors(content, steps, builtin=False, keep_all=False)
     except CrosscheckError:
         raise
     except Exception as e:  # LiteRT raises RuntimeError / ValueError with its own text
         raise CrosscheckError(f"LiteRT cannot run the model: {str(e).strip().splitlines()[-1]}") from None
-    fn, params = lower_graph(graph, all_tensors=True)
-    executable = PROGRAMS.compile(fn, params, *inputs)  # run once: compiled for checks (programs.py)
-    ours = {k: np.asarray(v) for k, v in executable(params, *inputs).items()}
+    last = steps[-1]
+    if needs_whole_model(model):
+        stacked = [np.stack([np.asarray(step[i]) for step in steps]) for i in range(len(graph.inputs))]
+        ours_out, states = run_steps(model, stacked, every_state=True)
+        before_last = init_state(model) if len(steps) == 1 else tuple(v[-2] for v in states)
+        fn, params = lower_graph(graph, all_tensors=True, model=model)
+        executable = PROGRAMS.compile(fn, params, *last, *before_last)
+        results = executable(params, *last, *before_last)
+        ours = results[0] if resource_variables(model) else results
+    else:
+        fn, params = lower_graph(graph, all_tensors=True)
+        executable = PROGRAMS.compile(fn, params, *last)  # run once: compiled for checks (programs.py)
+        ours = executable(params, *last)
+        ours_out = [np.asarray(ours[tensor_keys(graph)[id(t)]])[None] for t in graph.outputs]
+    ours = {k: np.asarray(v) for k, v in ours.items()}
     keys = tensor_keys(graph)
     output_ids = {id(t) for t in graph.outputs}
-    report = CrosscheckReport("LiteRT (builtin kernels)", tolerance, max_lsb, [])
+    report = CrosscheckReport("LiteRT (builtin kernels)", tolerance, max_lsb, [], steps=len(steps))
     for index, t in enumerate(graph.tensors):
         key = keys[id(t)]
-        if key not in ours or id(t) in {id(x) for x in graph.inputs}:
+        if key not in ours or id(t) in {id(x) for x in graph.inputs} or t.dtype is None \
+                or t.dtype.kind not in "biufc":  # resource handles hold no values
             continue
         try:
             theirs = np.asarray(reference.get_tensor(index))
@@ -171,11 +201,10 @@ def crosscheck(model: Model, inputs: list[np.ndarray], tolerance: float = DEFAUL
         comparison.agrees = comparison.rel_error <= (max_lsb if comparison.quantized else tolerance)
         if id(t) not in output_ids and not comparison.agrees:
             report.diverging.append(comparison)
-    output_details = reference.get_output_details()
-    for t, d_ref, d_del in zip(graph.outputs, output_details, delegated.get_output_details()):
-        theirs = np.asarray(reference.get_tensor(d_ref["index"]))
-        comparison = _compare(t.name, ours[keys[id(t)]], theirs, is_quantized_integer(t))
-        spread = _compare(t.name, np.asarray(delegated.get_tensor(d_del["index"])), theirs, comparison.quantized)
+    for t, mine, theirs, delegated in zip(graph.outputs, ours_out, theirs_out, delegated_out):
+        comparison = _compare(t.name, np.asarray(mine), theirs, is_quantized_integer(t))  # every step at once
+        spread = _compare(t.name, delegated, theirs, comparison.quantized)
+        comparison.shape = list(theirs.shape[1:])
         comparison.litert_spread = spread.rel_error
         comparison.agrees = _output_agrees(comparison, report)
         report.outputs.append(comparison)
@@ -190,9 +219,9 @@ def compare_outputs(report: CrosscheckReport, model: Model, samples, outputs: li
     content = to_bytes(model, "tflite")
     graph = model.main
     for i in range(1, len(samples)):
-        interp = _litert_tensors(content, list(samples[i]), builtin=True, keep_all=False)
-        for k, (t, d) in enumerate(zip(graph.outputs, interp.get_output_details())):
-            theirs, ours = np.asarray(interp.get_tensor(d["index"])), np.asarray(outputs[k][i])
+        _, litert_outputs = _litert_tensors(content, [list(samples[i])], builtin=True, keep_all=False)
+        for k, t in enumerate(graph.outputs):
+            theirs, ours = litert_outputs[k][0], np.asarray(outputs[k][i])
             if ours.size == theirs.size:  # run lays [N, ...] in place of a batch of 1
                 ours = ours.reshape(theirs.shape)
             seen = _compare(t.name, ours, theirs, is_quantized_integer(t))

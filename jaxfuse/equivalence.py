@@ -339,6 +339,10 @@ def compare(reference: Model, candidate: Model, samples=None, *,
                          f"{[list(signature(t)) for t in ga.inputs]} vs {[list(signature(t)) for t in gb.inputs]}")
     if len(ga.outputs) != len(gb.outputs):
         raise ValueError(f"the models have {len(ga.outputs)} and {len(gb.outputs)} outputs")
+    from .whole_model import compare_whole, needs_whole_model
+    if needs_whole_model(reference) or needs_whole_model(candidate):  # control flow or variables: one graph is not enough
+        return compare_whole(reference, candidate, samples, tolerance=tolerance, seed=seed, num_samples=num_samples,
+                             max_lsb=max_lsb, min_sqnr=min_sqnr)
     sample_set = as_sample_set(random_inputs(ga, num_samples, seed) if samples is None else samples, ga.inputs)
     total = len(sample_set)
     if total == 0:

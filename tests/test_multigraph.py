@@ -191,20 +191,6 @@ def test_optimize_never_harms_a_stateful_model(projected, tmp_path):
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5 * np.abs(want[0]).max())
 
 
-@pytest.mark.parametrize("build", [accumulator, if_model], ids=["variables", "if"])
-def test_verify_refuses_what_it_cannot_check_in_one_line(build, tmp_path, capsys):
-    """The whole-model checks run one graph at a time: a model that needs its subgraphs or variables
-    is refused with the op and the reason, never an internal error."""
-    path = tmp_path / "m.tflite"
-    jaxfuse.save(build(), path)
-    code = main(["verify", str(path), str(path)])
-    err = capsys.readouterr().err.strip()
-    assert code != 3
-    if code != 0:
-        assert "\n" not in err and "Traceback" not in err
-        assert "cannot be verified" in err and "needs the whole model" in err
-
-
 def test_a_variable_assigned_inside_a_branch_carries_over_like_litert(tmp_path):
     from multigraph_models import gated_accumulator
     model = gated_accumulator()

@@ -161,9 +161,13 @@ def add_against_argument(p: argparse.ArgumentParser, help_text: str) -> None:
 
 def crosscheck_or_fail(path: str, model: Model, samples, outputs: list | None = None):
     """jaxfuse.crosscheck of `model` on the first of `samples`, and, given jaxfuse's `outputs`
-    for all of them ([N, ...] each), LiteRT's outputs on every sample compared with those."""
+    for all of them ([N, ...] each), LiteRT's outputs on every sample compared with those. A
+    stateful model takes the samples as its steps, in order."""
     from ..crosscheck import CrosscheckError, crosscheck, compare_outputs
+    from ..lowering import resource_variables
     try:
+        if resource_variables(model):
+            return crosscheck(model, steps=[list(samples[i]) for i in range(len(samples))])
         report = crosscheck(model, list(samples[0]))
         if outputs is not None:
             compare_outputs(report, model, samples, outputs)

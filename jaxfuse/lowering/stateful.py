@@ -39,12 +39,14 @@ def init_state(model: Model) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(v) for v in state)
 
 
-def run_steps(model: Model, steps: Sequence, state: Sequence | None = None, jit: bool = True):
+def run_steps(model: Model, steps: Sequence, state: Sequence | None = None, jit: bool = True,
+              every_state: bool = False):
     """Run the main graph once per step, carrying the variables from one step to the next.
 
     steps: one array per graph input, each with a leading step axis (the same length for all).
     state: the variables before the first step (default: init_state(model)).
-    Returns (outputs, final state): per graph output an array with a leading step axis."""
+    Returns (outputs, final state): per graph output an array with a leading step axis; with
+    every_state, the state after each step instead of the final one (per variable, a step axis)."""
     import jax
     from ..programs import RUN_COMPILER_OPTIONS, compile_with_options
 
@@ -63,12 +65,15 @@ def run_steps(model: Model, steps: Sequence, state: Sequence | None = None, jit:
     def scan(params, state, steps):
         def step(carry, xs):
             results = fn(params, *xs, *carry)
-            return tuple(results[count:]), tuple(results[:count])
+            new_state = tuple(results[count:])
+            return new_state, (tuple(results[:count]), new_state if every_state else ())
         return jax.lax.scan(step, state, steps)
 
     if jit:
         compiled = compile_with_options(jax.jit(scan).lower(params, state, tuple(steps)), RUN_COMPILER_OPTIONS)
-        final, outputs = compiled(params, state, tuple(steps))
+        final, (outputs, states) = compiled(params, state, tuple(steps))
     else:
-        final, outputs = scan(params, state, tuple(steps))
+        final, (outputs, states) = scan(params, state, tuple(steps))
+    if every_state:
+        final = states
     return [np.asarray(o) for o in outputs], tuple(np.asarray(v) for v in final)

@@ -27,8 +27,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..ir import Graph, Model, Op, Tensor
-from ..lowering import LoweringError, tensor_keys
-from .. import equivalence
+from ..lowering import LoweringError, resource_variables, tensor_keys
+from .. import equivalence, whole_model
+from ..whole_model import DEFAULT_STEPS, needs_whole_model
 from ..progress import Silent, bar as progress_bar
 from ..memory import release_free_memory
 from ..numerics import random_input
@@ -413,7 +414,9 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     compiled_before = STATS.to_dict()
     timings = {}
     given = model
-    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, 2, seed),
+    whole = needs_whole_model(model)  # several subgraphs or variables: statistics and final check run it whole
+    default_count = DEFAULT_STEPS if whole and resource_variables(model) else 2
+    samples = as_sample_set(inputs if inputs is not None else equivalence.random_inputs(model.main, default_count, seed),
                             model.main.inputs)
     notes = []
     quantized = _quantized_tensor(model)
@@ -448,15 +451,16 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     # and the final check takes the statistics run's values for that chunk instead of computing them again
     # (see _holds_reference_values): each value is let go once a rewrite has replaced its tensor, so what is
     # left when the check starts is about what it compares
-    reference_values = {} if verify and pass_list and _holds_reference_values(evaluable, reference_run,
+    reference_values = {} if verify and pass_list and not whole and _holds_reference_values(evaluable, reference_run,
                                                                               len(samples), chunk) else None
 
     def statistics() -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
         """Per-channel activation statistics of the original, computed when a check first needs them."""
         t = time.perf_counter()
         try:
-            by_key = equivalence.activation_statistics(evaluable, samples[0], run=reference_run,
-                                                       batch=samples.batch(0, chunk), values=reference_values)
+            by_key = whole_model.activation_statistics(original, samples[0]) if whole else \
+                equivalence.activation_statistics(evaluable, samples[0], run=reference_run,
+                                                  batch=samples.batch(0, chunk), values=reference_values)
         except LoweringError as e:  # the checks then draw standard-normal samples only
             notes.append(f"the original could not be run for activation statistics ({e}): every rewrite was "
                          "checked on standard-normal samples only")
@@ -469,7 +473,7 @@ def optimize(model: Model, passes=None, *, verify: bool = True, inputs: list[lis
     reference_outputs = {tensor_keys(original.main)[id(t)] for t in original.main.outputs}
     optimizer = _Optimizer(model, pass_list, local_tolerance, statistics, seed,
                            applied=lambda graph: _let_go_of_replaced(reference_values, graph, reference_outputs))
-    if pass_list and evaluable is not original.main:
+    if pass_list and evaluable is not original.main and not whole:
         # the copies of the tensors the original cannot evaluate: checks reading them draw standard-normal samples
         keys, copy_keys = tensor_keys(original.main), tensor_keys(model.main)
         beyond = {keys[id(t)] for t in original.main.tensors if not t.is_constant} - \
