@@ -91,15 +91,21 @@ def test_verify_still_refuses_a_model_it_cannot_evaluate_whole(tmp_path, rng, ca
 
 
 def test_an_op_without_outputs_is_refused_in_one_line(tmp_path, rng, capsys):
-    """ASSIGN_VARIABLE and CALL_ONCE act by side effect: evaluating the graph by its outputs
-    would skip them, so the checks refuse (they used to end in 'segment cannot be lowered')."""
+    """An op without outputs acts by side effect: evaluating one graph by its outputs would skip
+    it, so the checks refuse it in one line (it used to end in 'segment cannot be lowered').
+    CALL_ONCE into an init subgraph makes the model one that verify runs whole instead."""
     model = _without_custom_tail(_segmenter(rng))
     g = model.main
-    g.ops.insert(0, Op(OpCode(BUILTIN_CODES["CALL_ONCE"], 1), [], [], "CallOnceOptions", {"initSubgraphIndex": 1}))
-    model.graphs.append(Graph(name="init"))
-    path = tmp_path / "stateful.tflite"
+    g.ops.insert(0, Op(OpCode(BUILTIN_CODES["CUSTOM"], 1, "SideEffectOnly"), [], []))
+    path = tmp_path / "side_effect.tflite"
     jaxfuse.save(model, path)
     assert main(["verify", str(path), str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "op 0 (CALL_ONCE) has no outputs (it acts by side effect)" in err
+    assert "op 0 (CUSTOM(SideEffectOnly)) has no outputs (it acts by side effect)" in err
+    model = _without_custom_tail(_segmenter(rng))
+    model.main.ops.insert(0, Op(OpCode(BUILTIN_CODES["CALL_ONCE"], 1), [], [], "CallOnceOptions",
+                                {"initSubgraphIndex": 1}))
+    model.graphs.append(Graph(name="init"))
+    jaxfuse.save(model, tmp_path / "init.tflite")
+    assert main(["verify", str(tmp_path / "init.tflite"), str(tmp_path / "init.tflite")]) == 0

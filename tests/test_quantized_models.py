@@ -126,7 +126,7 @@ def test_fixtures_are_what_the_script_makes():
     the committed models again, up to its own float rounding (the script's --check also
     checks that two runs on one machine give the same bytes)."""
     script = _script()
-    assert [f.name for f in script.FIXTURES] == FIXTURES
+    assert [f.name for f in script.FIXTURES] == FIXTURES + ["vit_tiny_mixed_logits_int8"]  # the ViT's: issue 20
     for fixture in script.FIXTURES:
         assert_same_quantized_model(script.build(fixture), path_of(fixture.name).read_bytes(),
                                     f"{fixture.name} is stale (run examples/make_quantized_models.py)")
