@@ -6,11 +6,12 @@ belongs in `_compare`."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..programs import wait_for_jax
 from .common import (EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, CLIError, Command, add_against_argument,
-                     add_scale_out_arguments, check_samples_option, crosscheck_or_fail, load_valid, open_inputs,
-                     print_report, register, start, start_jax)
+                     add_scale_out_arguments, check_samples_option, crosscheck_or_fail, json_default, load_valid,
+                     open_inputs, print_report, register, start, start_jax)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def _samples(args: argparse.Namespace, a):
 
 def _compare(args: argparse.Namespace, a, b, samples):
     from ..equivalence import DEFAULT_MAX_LSB, DEFAULT_TOLERANCE, compare
-    from ..lowering import LoweringError, WholeModelNeeded
+    from ..lowering import LoweringError
     from ..verifying import failing_model
 
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
@@ -64,9 +65,6 @@ def _compare(args: argparse.Namespace, a, b, samples):
         report = compare(a, b, samples, tolerance=tolerance, seed=args.seed,
                          num_samples=2 if args.samples is None else args.samples,
                          max_lsb=max_lsb, min_sqnr=args.min_sqnr)
-    except WholeModelNeeded as e:  # the checks run one graph at a time
-        raise CLIError(f"{args.model_a} vs {args.model_b}: cannot be verified: the checks run one graph at a time; "
-                       f"{e}") from None
     except LoweringError as e:
         raise CLIError(f"{failing_model([args.model_a, args.model_b], [a, b]) or 'cannot run the models'}: {e}") \
             from None
@@ -84,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     report, leader = _compare(args, a, b, samples)
     against = _against(args, a, b, samples) if args.against is not None and leader else []
     if leader:  # every process holds the whole report; the first prints it
-        if args.json:
-            print_report(_with_against(report, against) if against else report, True)
+        if args.json and against:
+            data = {**report.to_dict(), "against_litert": {label: c.to_dict() for label, c in against}}
+            print(json.dumps(data, indent=2, default=json_default))
+        elif args.json:
+            print_report(report, True)
         else:
             print_report(report, False, args.model_a, args.model_b)
             for label, check in against:
@@ -100,16 +101,6 @@ def _against(args: argparse.Namespace, a, b, samples) -> list:
     first = random_sample(a.main.inputs, args.seed) if samples is None else samples[0]
     return [(args.model_a, crosscheck_or_fail(args.model_a, a, [first])),
             (args.model_b, crosscheck_or_fail(args.model_b, b, [convert_sample(first, a.main.inputs, b.main.inputs)]))]
-
-
-class _with_against:
-    """The verify report with the LiteRT cross-checks added to its JSON."""
-
-    def __init__(self, report, against: list):
-        self.report, self.against = report, against
-
-    def to_dict(self) -> dict:
-        return {**self.report.to_dict(), "against_litert": {label: c.to_dict() for label, c in self.against}}
 
 
 register(Command(
