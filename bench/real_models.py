@@ -79,13 +79,11 @@ def models_in(directory: Path, only: list[str] | None) -> list[Path]:
 
 
 def jaxfuse_cli(*args: str) -> tuple[int, str]:
-    start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "jaxfuse", *args], capture_output=True, text=True,
                               timeout=TIMEOUT, env={**os.environ, "JAXFUSE_DEBUG": ""})
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {TIMEOUT} s"
-    del start
     lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
     return proc.returncode, (lines[-1] if proc.returncode else proc.stdout.strip())
 
