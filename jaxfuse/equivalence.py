@@ -410,7 +410,8 @@ def compare(reference: Model, candidate: Model, samples=None, *,
         reference_values.clear()
     if run_a is not reference_run or options is not None or not all(key in held for key in labels_a):
         held = {}
-    seen: set[str] = set()
+    seen: set[str] = set()      # compared: the two values had one shape
+    produced: set[str] = set()  # computed by the runs (a value known while tracing, a SHAPE's, is not)
     with progress.bar(total // process_count() or None, "comparing", "sample") as bar:
         for indices, valid in chunk_groups(chunks, used, size, total):
             batch_a = sample_set.take(indices)
@@ -421,6 +422,7 @@ def compare(reference: Model, candidate: Model, samples=None, *,
             held = {}
             for label, value_a, value_b in _paired_values(run_a, run_b, batch_a, batch_b, labels_a, labels_b,
                                                           known):
+                produced.add(label)
                 a, b = np.asarray(value_a), np.asarray(value_b)
                 if a.shape == b.shape:
                     if valid.all():  # no padding samples in this chunk: no copies
@@ -439,7 +441,7 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     labels = [label for label, _, _ in pairs]
     local = [stats[label].local() for label in labels]
     if processes > 1:
-        seen = _seen_everywhere(seen, labels)
+        seen, produced = _seen_everywhere(seen, labels), _seen_everywhere(produced, labels)
     for label, (indices, rows) in zip(labels, local):
         if label in seen:
             indices, rows = allgather_rows(indices, rows) if processes > 1 else (indices, rows)
@@ -457,6 +459,7 @@ def compare(reference: Model, candidate: Model, samples=None, *,
     first = None
     shared_diffs = []
     noisy = _after_quantized(gb) if mode == MIXED else set()
+    shared = [(name, t) for name, t in shared if name in produced or name in mismatched]
     for name, t in shared:
         d = stats[name].diff(t.name, rows_by_label[name]) if name in seen else replace(missing, name=t.name)
         shared_diffs.append(d)
