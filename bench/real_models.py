@@ -221,15 +221,27 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def kind(row: dict) -> str:
+    """float32 / float16 weights / sparse / int8, and stateful or control flow, from what was measured."""
+    ops = row.get("op_types", {})
+    parts = ["int8" if row.get("quantized_outputs") else
+             "sparse weights" if "DENSIFY" in ops else "float16 weights" if "DEQUANTIZE" in ops else "float32"]
+    if row.get("steps"):
+        parts.append(f"stateful, {row['steps']} steps")
+    elif row.get("subgraphs", 1) > 1:
+        parts.append(f"{row['subgraphs']} subgraphs")
+    return ", ".join(parts)
+
+
 def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| model | ops | LiteRT spread | run vs LiteRT | convert | optimize: ops | optimized on "
-             "LiteRT | verify | notes |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| model | kind | ops | LiteRT spread | run vs LiteRT | convert | optimize: ops | optimized on "
+             "LiteRT | verify | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         notes = "; ".join(str(r[k])[:120] for k in ("load", "litert", "run_message", "optimize_message",
                                                     "verify_message") if k in r)
         run = _fmt(r.get("run_error")) if r.get("run_exit") == 0 else f"exit {r.get('run_exit', '-')}"
         opt = f"{r.get('ops')} -> {r['ops_after']}" if "ops_after" in r else f"exit {r.get('optimize_exit', '-')}"
-        lines.append(f"| {r['model']} | {r.get('ops', '')} | {_fmt(r.get('litert_spread'))} | {run} | "
+        lines.append(f"| {r['model']} | {kind(r)} | {r.get('ops', '')} | {_fmt(r.get('litert_spread'))} | {run} | "
                      f"{r.get('convert', '')} | {opt} | {_fmt(r.get('optimized_on_litert'))} | "
                      f"{_fmt(r.get('verify_exit'))} | {notes} |")
     return "\n".join(lines) + "\n"
