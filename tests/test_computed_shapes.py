@@ -85,6 +85,10 @@ def test_dynamic_input_at_a_stored_shape_that_cannot_run_is_refused_in_one_line(
     assert len(err.splitlines()) == 1
     assert "dynamic inputs ('x' [-1, -1] (stored as [1, 1]))" in err and "give inputs of the shape" in err
     assert "REDUCE_MAX" in err  # where it breaks
+    assert main(["run", str(path)]) == 2  # random inputs take the stored [1, 1] too
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "REDUCE_MAX" in err
+    assert "dynamic input(s) x: give --inputs of a size the model runs at" in err
 
 
 def test_samples_of_another_size_only_in_a_dynamic_dimension(dynamic, tmp_path, capsys):

@@ -47,10 +47,14 @@ def _inputs(args: argparse.Namespace, model: Model) -> Inputs:
 
 def _outputs(args: argparse.Namespace, model: Model, inputs: Inputs) -> list:
     from ..lowering import LoweringError
+    from ..shapes import is_dynamic
     try:
         return run_inputs(model, inputs)
     except (LoweringError, GraphError) as e:
-        raise CLIError(f"{args.model}: cannot run: {e}") from None
+        dynamic = [t.name for t in model.main.inputs if is_dynamic(t)]
+        hint = (f" (random inputs take the stored instance of the dynamic input(s) {', '.join(dynamic)}: "
+                "give --inputs of a size the model runs at)") if dynamic and args.inputs is None else ""
+        raise CLIError(f"{args.model}: cannot run: {e}{hint}") from None
 
 
 def _report(args: argparse.Namespace, result: RunResult) -> None:
