@@ -161,6 +161,7 @@ def crosscheck(model: Model, inputs: list[np.ndarray] | None = None, tolerance: 
     from .whole_model import needs_whole_model
 
     graph = model.main
+    keys = tensor_keys(graph)
     content = to_bytes(model, "tflite")
     try:
         reference, theirs_out = _litert_tensors(content, steps, builtin=True, keep_all=True)
@@ -182,14 +183,14 @@ def crosscheck(model: Model, inputs: list[np.ndarray] | None = None, tolerance: 
         fn, params = lower_graph(graph, all_tensors=True)
         executable = PROGRAMS.compile(fn, params, *last)  # run once: compiled for checks (programs.py)
         ours = executable(params, *last)
-        ours_out = [np.asarray(ours[tensor_keys(graph)[id(t)]])[None] for t in graph.outputs]
+        ours_out = [np.asarray(ours[keys[id(t)]])[None] for t in graph.outputs]
     ours = {k: np.asarray(v) for k, v in ours.items()}
-    keys = tensor_keys(graph)
     output_ids = {id(t) for t in graph.outputs}
+    input_ids = {id(t) for t in graph.inputs}
     report = CrosscheckReport("LiteRT (builtin kernels)", tolerance, max_lsb, [], steps=len(steps))
     for index, t in enumerate(graph.tensors):
         key = keys[id(t)]
-        if key not in ours or id(t) in {id(x) for x in graph.inputs} or t.dtype is None \
+        if key not in ours or id(t) in input_ids or t.dtype is None \
                 or t.dtype.kind not in "biufc":  # resource handles hold no values
             continue
         try:
