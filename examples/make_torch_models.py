@@ -24,6 +24,16 @@ the torch model within 1e-4 of the output scale, the interpreter must see the op
 holds, and models whose structure is known must have the expected op histogram (the small
 models mirror the block structure of the full ones, so they must match exactly).
 
+Transformers (vit_tiny_timm, decoder_rms_tiny): every LayerNorm / RMSNorm weight and bias
+gets the batch-norm draws of gamma and beta (negated and zeroed fractions included, a
+Generator seeded by --seed + 1, as make_models.py does for keras norms). litert-torch writes
+nn.LayerNorm as MEAN (no keep_dims) -> RESHAPE -> SQUARED_DIFFERENCE -> MEAN -> ADD(eps) ->
+RSQRT, n = x * r + (-mean * r), then MUL(gamma) -> ADD(beta); nn.RMSNorm as x * RSQRT(MEAN(x * x)
++ eps) -> MUL(gamma). onnx2tf writes LayerNormalization as tf.nn.batch_normalization does
+(x * m + (beta - mean * m), m = rsqrt(var + eps) * gamma) and RMSNorm with SQRT and a
+reciprocal DIV; it reads a [1, tokens, width] input as NCW and so transposes the first
+block's statistics.
+
 Randomized batch norm: the same distributions and draws as make_models.py (per channel
 gamma ~ U(0.5, 1.5) with --zero-gamma-fraction set to 0 and --negative-gamma-fraction
 negated on disjoint channels, floor(f * C + u) channels per layer; beta ~ N(0, 0.5);
@@ -95,6 +105,11 @@ SMALL_MODELS = {
                         "channels 8-32), 64x64, 10 classes",
     "preact3_tiny": "hand-written: stem conv 3x3/2 -> maxpool 3x3/2, 3 pre-activation blocks "
                     "(identity, maxpool 1x1/2 and strided-conv shortcuts), BN+ReLU, GAP, Linear",
+    "vit_tiny_timm": "timm VisionTransformer (pre-LN): 16x16, patch 4, width 24, 2 blocks of 2 "
+                     "heads, GELU MLP 48, class token, final LayerNorm, 10 classes",
+    "decoder_rms_tiny": "hand-written pre-RMSNorm decoder (LLaMA-style): 8 tokens of width 32 in, "
+                        "2 blocks (torch.nn.RMSNorm, causal 4-head attention, SwiGLU MLP 64, no "
+                        "biases), final RMSNorm, 64-way head per token",
 }
 
 MODEL_NAMES = (*TIMM_MODELS, *SMALL_MODELS)
@@ -107,8 +122,12 @@ TIMM_ARGS = {
                                          "num_classes": 10}),
     "resnetv2_18_tiny": ("resnetv2_18", {"channels": (8, 8, 16, 32), "stem_chs": 8,
                                          "num_classes": 10}),
+    "vit_tiny_timm": ("vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 24, "depth": 2,
+                                               "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 10}),
 }
-DEFAULT_INPUT_SIZES = {"resnetv2_50": 224, "resnetv2_18": 224}  # others: 64
+DEFAULT_INPUT_SIZES = {"resnetv2_50": 224, "resnetv2_18": 224, "vit_tiny_timm": 16}  # others: 64
+#: Models whose input is a sequence of embeddings [1, tokens, width], not an image.
+SEQUENCE_INPUTS = {"decoder_rms_tiny": (1, 8, 32)}
 
 #: Op histograms the converters must produce (float32, default input size).
 RESNETV2_50_HISTOGRAMS = {
@@ -176,6 +195,10 @@ FIXTURE_SET = (
     _fixture_job("resnetv2_50_tiny", "onnx2tf", negative_gamma_fraction=0.05),
     _fixture_job("preact3_tiny", "litert-torch", negative_gamma_fraction=0.05),
     _fixture_job("preact3_tiny", "onnx2tf", negative_gamma_fraction=0.05),
+    _fixture_job("vit_tiny_timm", "litert-torch", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05),
+    _fixture_job("vit_tiny_timm", "onnx2tf", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05),
+    _fixture_job("decoder_rms_tiny", "litert-torch", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05),
+    _fixture_job("decoder_rms_tiny", "onnx2tf", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05),
 )
 
 
@@ -300,16 +323,71 @@ def build_preact3_tiny(torch):
     return PreAct3()
 
 
+def build_decoder_rms_tiny(torch):
+    """A LLaMA-style decoder on embeddings: x + attn(RMSNorm(x)), x + SwiGLU(RMSNorm(x)),
+    then RMSNorm and the head; causal scaled-dot-product attention, no biases."""
+    nn = torch.nn
+    functional = torch.nn.functional
+
+    class DecoderBlock(nn.Module):
+        def __init__(self, width: int, heads: int, hidden: int):
+            super().__init__()
+            self.heads = heads
+            self.attention_norm = nn.RMSNorm(width, eps=1e-6)
+            self.qkv = nn.Linear(width, 3 * width, bias=False)
+            self.out = nn.Linear(width, width, bias=False)
+            self.mlp_norm = nn.RMSNorm(width, eps=1e-6)
+            self.gate = nn.Linear(width, hidden, bias=False)
+            self.up = nn.Linear(width, hidden, bias=False)
+            self.down = nn.Linear(hidden, width, bias=False)
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.qkv(self.attention_norm(x)).split(c, dim=-1)
+            q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+            a = functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.out(a.transpose(1, 2).reshape(b, t, c))
+            h = self.mlp_norm(x)
+            return x + self.down(functional.silu(self.gate(h)) * self.up(h))
+
+    class DecoderRmsTiny(nn.Module):
+        def __init__(self, width: int = 32, heads: int = 4, hidden: int = 64, vocab: int = 64):
+            super().__init__()
+            self.blocks = nn.ModuleList([DecoderBlock(width, heads, hidden) for _ in range(2)])
+            self.norm = nn.RMSNorm(width, eps=1e-6)
+            self.head = nn.Linear(width, vocab, bias=False)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.head(self.norm(x))
+
+    for cls in (DecoderBlock, DecoderRmsTiny):
+        cls.__module__, cls.__qualname__ = "make_torch_models", cls.__name__
+    return DecoderRmsTiny()
+
+
 def build_model(torch, name: str, s: Settings):
     """Build model `name` in eval mode with torch's initialization seeded by ``s.seed``."""
     torch.manual_seed(s.seed)
     if name == "preact3_tiny":
         model = build_preact3_tiny(torch)
+    elif name == "decoder_rms_tiny":
+        model = build_decoder_rms_tiny(torch)
     else:
         timm = import_timm(torch)
         variant, kwargs = TIMM_ARGS[name]
+        if name.startswith("vit"):
+            kwargs = {**kwargs, "img_size": input_size(name, s)}
         model = timm.create_model(variant, pretrained=False, **kwargs)
     return model.eval()
+
+
+def sample_shape(name: str, s: Settings) -> tuple:
+    if name in SEQUENCE_INPUTS:
+        return SEQUENCE_INPUTS[name]
+    size = input_size(name, s)
+    return (1, 3, size, size)
 
 
 def input_size(name: str, s: Settings) -> int:
@@ -339,6 +417,30 @@ def randomize_batch_norms(torch, model, s: Settings) -> dict:
         if layer.weight is not None:
             stats["negative_gamma"] += n_neg
             stats["zero_gamma"] += n_zero
+    return stats
+
+
+def randomize_norms(torch, model, s: Settings) -> dict:
+    """LayerNorm and RMSNorm weights (and biases) with the batch-norm draws of gamma and
+    beta (make_models.randomize_norms' distributions, a Generator seeded by ``s.seed + 1``):
+    with torch's defaults (1 and 0) the affine would be invisible. Returns counts."""
+    import numpy as np
+
+    rng = np.random.default_rng(s.seed + 1)
+    stats = {"layers": 0, "channels": 0, "negative_gamma": 0, "zero_gamma": 0}
+    for layer in model.modules():
+        if not isinstance(layer, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or layer.weight is None:
+            continue
+        n = layer.weight.numel()
+        gamma, beta, _, _, n_neg, n_zero = draw_batch_norm(rng, n, s)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(gamma.astype("float32")).reshape(layer.weight.shape))
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.copy_(torch.from_numpy(beta.astype("float32")).reshape(layer.bias.shape))
+        stats["layers"] += 1
+        stats["channels"] += n
+        stats["negative_gamma"] += n_neg
+        stats["zero_gamma"] += n_zero
     return stats
 
 
@@ -451,8 +553,9 @@ def inspect_flatbuffer(data: bytes) -> dict:
             "metadata": metadata}
 
 
-def run_interpreter(torch, model, data: bytes, size: int, seed: int) -> dict:
-    """Run the .tflite in LiteRT's builtin kernels and compare with the torch model."""
+def run_interpreter(torch, model, data: bytes, shape: tuple, seed: int) -> dict:
+    """Run the .tflite in LiteRT's builtin kernels and compare with the torch model on a
+    seeded sample of `shape` (an NCHW image, or a sequence fed as it is)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -461,11 +564,14 @@ def run_interpreter(torch, model, data: bytes, size: int, seed: int) -> dict:
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
         interp.allocate_tensors()
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
-    x = np.random.default_rng(seed).normal(0.0, 1.0, (1, 3, size, size)).astype(np.float32)
+    x = np.random.default_rng(seed).normal(0.0, 1.0, shape).astype(np.float32)
+    size = shape[-1]
     shape = tuple(int(d) for d in inp["shape"])
     if shape == x.shape:
-        layout, feed = "NCHW", x
-    elif shape == (1, size, size, 3):
+        layout, feed = ("NCHW" if x.ndim == 4 else "as in torch"), x
+    elif x.ndim == 3 and shape == (x.shape[0], x.shape[2], x.shape[1]):
+        layout, feed = "channels first (onnx2tf reads [1, C, T] as NCW)", np.ascontiguousarray(x.transpose(0, 2, 1))
+    elif x.ndim == 4 and shape == (1, size, size, 3):
         layout, feed = "NHWC", np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     else:
         raise GenerationError(f"unexpected input shape {list(shape)}")
@@ -524,23 +630,23 @@ def versions() -> dict:
 def generate(torch, job: Job, out_dir: Path, quiet: bool = True) -> dict:
     """Build, randomize, convert, verify and write one model; return its record."""
     s = job.settings
-    size = input_size(job.model, s)
+    shape = sample_shape(job.model, s)
     try:
         with captured_output(quiet):
             model = build_model(torch, job.model, s)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise GenerationError(f"{job.model}: cannot build: {_first_line(exc)}") from exc
     bn = randomize_batch_norms(torch, model, s)
+    norms = randomize_norms(torch, model, s)
     sample = torch.from_numpy(
-        __import__("numpy").random.default_rng(s.seed).normal(0.0, 1.0, (1, 3, size, size))
-        .astype("float32"))
+        __import__("numpy").random.default_rng(s.seed).normal(0.0, 1.0, shape).astype("float32"))
     onnx_ops = None
     if s.converter == "litert-torch":
         data = convert_litert_torch(torch, model, sample, quiet)
     else:
         data, onnx_ops = convert_onnx2tf(torch, model, sample, s.seed, quiet)
     info = inspect_flatbuffer(data)
-    check = run_interpreter(torch, model, data, size, s.seed)
+    check = run_interpreter(torch, model, data, shape, s.seed)
     if check["interpreter_histogram"] != info["op_histogram"]:
         raise GenerationError(f"{job.stem}: interpreter sees "
                               f"{format_histogram(check['interpreter_histogram'])}, the file has "
@@ -563,6 +669,7 @@ def generate(torch, job: Job, out_dir: Path, quiet: bool = True) -> dict:
         "size_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "batch_norm": bn,
+        **({"norm": norms} if norms["layers"] else {}),
         "input_shape": check["input_shape"],
         "input_layout": check["input_layout"],
         "output_shape": check["output_shape"],

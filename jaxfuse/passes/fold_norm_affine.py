@@ -9,28 +9,41 @@ AFTER (7 ops, 3 of them over the whole activation instead of 6)
   mu, v, r as before    n = MUL(SUB(x, mu), r)
   n -> FULLY_CONNECTED W * gamma (input channels), b + W @ beta   |   n -> MEAN -> FULLY_CONNECTED (same)
 
-Also matched: keras' LayerNormalization without gamma or without beta (m is the rsqrt
-itself, or no ADD of beta: a norm without either becomes (x - mu) * r, 9 ops -> 7), RMSNorm (n = MUL(x, RSQRT(MEAN(SQUARE(x), -1) + eps))) and the normalized
-form above, each followed by a chain of per-channel MUL / ADD / SUB constants (the scale the
-TF converter leaves on keras RMSNormalization's final norm, which reaches the head through
-the mean pool), or by the entangled m = MUL(r, gamma), y = MUL(xc, m) form.
+The other forms: every converter that writes the normalized tensor n first and the affine
+after it (litert-torch's LayerNorm n = x * r + (-mu * r) and RMSNorm n = x * r, the TF
+converter's RMSNorm and LayerNormalization(rms_scaling=True), onnx-style (x - mu) * r or
+(x - mu) / SQRT(v + eps)) is
+BEFORE   n -> MUL(gamma) -> ADD(beta) (any chain of per-channel MUL / ADD / SUB / DIV
+         constants) -> the readers above
+AFTER    n -> the readers, their weights and biases refolded
+Such a chain is folded wherever it stands: behind a norm it is reported as the norm's
+affine (and a reader that cannot take it is reported), elsewhere silently as a per-channel
+affine. keras' LayerNormalization without gamma or without beta (m is the rsqrt itself, or
+no ADD of beta) is the entangled form without those ops.
+The statistics are recognized through the reshapes converters put between them: a MEAN
+over the last axis (with or without keep_dims; other reduced axes of size 1), an optional
+ADD of a one-element epsilon (a float16 model may have lost an epsilon of 1e-12), RSQRT.
 
 Per channel c: y[.., c] = n[.., c] * gamma[c] + beta[c]; a linear op reading y as data
 computes W (n * gamma + beta) = (W * gamma) n + W beta, exactly in real arithmetic for
-every sign of gamma and for zero gammas (no activation stands between). A MEAN over
-non-channel axes commutes with a per-channel affine, so it passes through to its readers.
+every sign of gamma and for zero gammas (no activation stands between). An op that moves
+rows but keeps every channel row whole (MEAN over non-channel axes, RESHAPE / SQUEEZE /
+EXPAND_DIMS keeping the last dimension, a TRANSPOSE keeping the last axis last,
+STRIDED_SLICE / SLICE keeping the whole channel range, GATHER of rows: a class token)
+commutes with a per-channel affine, so it passes through to its readers; SHAPE reads only
+the shape, which the fold keeps.
 
 Preconditions (each failing one is a Refusal, never an approximation):
- 1. The statistics: MEAN over the last axis only with keep_dims, ADD of a one-element float
-    constant, RSQRT; every intermediate the rewrite removes is read only inside the norm,
-    gamma and beta are float per-channel constants of the normalized tensor.
+ 1. The statistics as above; every intermediate the rewrite removes is read only inside the
+    norm (or the chain), gamma and beta are float per-channel constants of the normalized
+    tensor, a DIV's constant has no zero.
  2. The affine folds only if EVERY reader of y absorbs it: FULLY_CONNECTED reading y as
     data (keep_num_dims or not, weights a float constant whose input columns repeat the
     channels), CONV_2D that sees no padding (1x1 kernel or VALID), BATCH_MATMUL with y on
     the left (not adjoint) and a float constant right-hand side (a nonzero beta needs the
     product's only reader to be an ADD of a per-channel constant, which takes W @ beta),
-    possibly through MEAN over non-channel axes and RESHAPE that keeps the channel axis.
-    y must not be a graph output. A residual ADD reading y (post-LN) absorbs nothing.
+    possibly through the row-moving ops above. y must not be a graph output. A residual ADD
+    reading y (post-LN) absorbs nothing.
  3. Where the affine cannot fold, a converter's 11-op LayerNorm is still rewritten as
     n = (x - mu) * r followed by MUL(gamma) and ADD(beta) (9 ops), and the affine is
     reported as refused with the reader that keeps it.
@@ -49,11 +62,17 @@ from .base import Pass, Refusal, Rewrite, register_pass
 from .common import (ACT_NONE, BIAS_INDEX, activation, bias64, is_float, make_op, new_constant, parameters_problem,
                      per_channel_constant, replace_value, sees_no_padding, set_constant, sole_reader)
 
-TAIL_STEPS = {"MUL": "MUL", "ADD": "ADD", "SUB": "SUB"}
+TAIL_STEPS = ("MUL", "ADD", "SUB", "DIV")
+VIEW_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
+ROW_OPS = ("MEAN", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "GATHER")
 
 
 def _name(op: Op) -> str:
     return f"{op.type} '{op.outputs[0].name}'" if op.outputs else op.type
+
+
+def _size(t: Tensor) -> int:
+    return int(np.prod(t.shape)) if t.shape is not None else -1
 
 
 def _const_axes(op: Op) -> list[int] | None:
@@ -64,12 +83,31 @@ def _const_axes(op: Op) -> list[int] | None:
     return sorted({int(a) % rank for a in np.ravel(axes.data)})
 
 
-def _last_axis_mean(op: Op | None) -> bool:
-    """MEAN over the last axis alone, keeping it (the statistic of a norm)."""
-    if op is None or op.type != "MEAN" or op.inputs[0] is None:
-        return False
-    rank = len(op.inputs[0].shape)
-    return _const_axes(op) == [rank - 1] and tuple(op.outputs[0].shape) == tuple(op.inputs[0].shape[:-1]) + (1,)
+def _through_views(t: Tensor | None, producers: dict) -> tuple[Tensor | None, list[Op]]:
+    """The tensor behind reshapes that keep its elements (converters reshape statistics
+    between [.., 1] and [..]), and those reshapes."""
+    views = []
+    while t is not None:
+        p = producers.get(id(t))
+        if p is None or p.type not in VIEW_OPS or not p.inputs or p.inputs[0] is None \
+                or _size(p.inputs[0]) != _size(t):
+            break
+        views.append(p)
+        t = p.inputs[0]
+    return t, views
+
+
+def _row_mean_input(op: Op | None) -> Tensor | None:
+    """x when `op` is a MEAN of x over its last axis alone (any other reduced axis has size 1),
+    keeping dims or not: the statistic of a norm."""
+    if op is None or op.type != "MEAN" or op.inputs[0] is None or not op.inputs[0].shape:
+        return None
+    x = op.inputs[0]
+    rank = len(x.shape)
+    axes = _const_axes(op)
+    if axes is None or rank - 1 not in axes or any(int(x.shape[a]) != 1 for a in axes if a != rank - 1):
+        return None
+    return x if _size(op.outputs[0]) * int(x.shape[-1]) == _size(x) else None
 
 
 def _binary_other(op: Op, tensor: Tensor) -> Tensor | None:
@@ -81,53 +119,58 @@ def _binary_other(op: Op, tensor: Tensor) -> Tensor | None:
 
 @dataclass(eq=False)
 class _Norm:
-    """One matched norm: y == n * gamma + beta per channel, n == (x - mu) * r (or x * r)."""
+    """One matched affine: y == n * gamma + beta per channel (n: (x - mu) * r, x * r, or a
+    tensor normalized some other way)."""
 
+    kind: str                    # "LayerNorm", "RMSNorm", or "per-channel affine" (no norm behind it)
     x: Tensor
-    mu: Tensor | None            # None: RMSNorm
-    r: Tensor
+    mu: Tensor | None            # None: RMSNorm, or a tail found after n
+    r: Tensor | None
     stats: list[Op]              # MEAN(x), SQUARED_DIFFERENCE / SQUARE, MEAN, ADD(eps), RSQRT (what stays)
-    removed: list[Op]            # the ops that compute y from x, mu and r and go away
+    removed: list[Op]            # the ops that compute y from x, mu and r (or from n) and go away
     y: Tensor
     gamma: np.ndarray | None     # float64 per channel, None: 1
     beta: np.ndarray | None      # float64 per channel, None: 0
     centered: Tensor | None = None   # an existing x - mu tensor (SUB), reused
     normalized: Tensor | None = None  # an existing n tensor, reused
-    entangled: bool = False      # the converter's form (a rewrite saves ops even when nothing folds)
-
-    @property
-    def kind(self) -> str:
-        return "LayerNorm" if self.mu is not None else "RMSNorm"
 
 
-def _stats(graph: Graph, rsqrt: Op, producers: dict) -> tuple[Tensor, Tensor | None, Tensor | None, list[Op]] | None:
-    """(x, mu, x - mu tensor or None, the statistics ops) of the norm whose RSQRT is `rsqrt`."""
-    add = producers.get(id(rsqrt.inputs[0]))
-    if add is None or add.type != "ADD" or activation(add) != ACT_NONE or len(add.inputs) != 2:
-        return None
-    eps = next((t for t in add.inputs if t is not None and t.is_constant), None)
-    if eps is None or not is_float(eps) or eps.data.size != 1:
-        return None
-    var = producers.get(id(_binary_other(add, eps)))
-    if not _last_axis_mean(var):
-        return None
-    q = producers.get(id(var.inputs[0]))
+def _stats(graph: Graph, root: Op, producers: dict) -> tuple[Tensor, Tensor | None, Tensor | None, list[Op]] | None:
+    """(x, mu, x - mu tensor or None, the statistics ops) of the norm whose RSQRT (or SQRT,
+    for a division) is `root`."""
+    v, views = _through_views(root.inputs[0] if root.inputs else None, producers)
+    stats = [root, *views]
+    add = producers.get(id(v))
+    if add is not None and add.type == "ADD" and activation(add) == ACT_NONE and len(add.inputs) == 2:
+        eps = next((t for t in add.inputs if t is not None and t.is_constant), None)
+        if eps is None or not is_float(eps) or eps.data.size != 1:
+            return None
+        v, views = _through_views(_binary_other(add, eps), producers)
+        stats += [add, *views]
+    var = producers.get(id(v))
+    q_out = _row_mean_input(var)
+    q = producers.get(id(q_out)) if q_out is not None else None
     if q is None:
         return None
+    stats.append(var)
     if q.type == "SQUARED_DIFFERENCE" and len(q.inputs) == 2:
         for x, mu in (q.inputs, q.inputs[::-1]):
-            mean = producers.get(id(mu))
-            if _last_axis_mean(mean) and mean.inputs[0] is x:
-                return x, mu, None, [mean, q, var, add, rsqrt]
+            base, mu_views = _through_views(mu, producers)
+            mean = producers.get(id(base))
+            if _row_mean_input(mean) is x:
+                return x, mu, None, [mean, *mu_views, q, *stats]
         return None
-    if q.type == "SQUARE" or (q.type == "MUL" and len(q.inputs) == 2 and q.inputs[0] is q.inputs[1]):
-        z = q.inputs[0]
-        sub = producers.get(id(z))
+    squared = q.inputs[0] if q.inputs else None
+    if q.type == "SQUARE" or (q.type == "MUL" and len(q.inputs) == 2 and q.inputs[0] is q.inputs[1]) or (
+            q.type == "POW" and len(q.inputs) == 2 and q.inputs[1] is not None and q.inputs[1].is_constant
+            and q.inputs[1].data.size == 1 and float(q.inputs[1].data.reshape(-1)[0]) == 2.0):
+        sub = producers.get(id(squared))
         if sub is not None and sub.type == "SUB" and activation(sub) == ACT_NONE and len(sub.inputs) == 2:
-            mean = producers.get(id(sub.inputs[1]))
-            if _last_axis_mean(mean) and mean.inputs[0] is sub.inputs[0]:
-                return sub.inputs[0], sub.inputs[1], z, [mean, sub, q, var, add, rsqrt]
-        return z, None, None, [q, var, add, rsqrt]
+            base, mu_views = _through_views(sub.inputs[1], producers)
+            mean = producers.get(id(base))
+            if _row_mean_input(mean) is sub.inputs[0]:
+                return sub.inputs[0], sub.inputs[1], squared, [mean, *mu_views, sub, q, *stats]
+        return squared, None, None, [q, *stats]
     return None
 
 
@@ -135,31 +178,47 @@ def _only_readers(graph: Graph, tensor: Tensor, uses: dict, allowed: list[Op]) -
     return not graph.is_graph_output(tensor) and all(any(op is a for a in allowed) for op in uses.get(id(tensor), []))
 
 
-def _tail(graph: Graph, n: Tensor, uses: dict) -> tuple[list[Op], list[tuple[str, np.ndarray]], Tensor]:
-    """The chain of per-channel MUL / ADD / SUB constants that alone reads n: (ops, steps, end)."""
-    ops, steps, tensor = [], [], n
-    while True:
-        op = sole_reader(graph, tensor, uses)
-        if op is None or op.type not in TAIL_STEPS or activation(op) != ACT_NONE:
+def _tail_step(op: Op, tensor: Tensor, uses: dict) -> tuple[str, np.ndarray] | None:
+    """(kind, per-channel constant) when `op` is a step of an affine chain applied to `tensor`."""
+    if op.type not in TAIL_STEPS or activation(op) != ACT_NONE or not op.outputs \
+            or tuple(op.outputs[0].shape) != tuple(tensor.shape):
+        return None
+    other = _binary_other(op, tensor)
+    if other is None or not other.is_constant:
+        return None
+    value, _ = per_channel_constant(other, tensor)
+    if value is None:
+        return None
+    if op.type == "DIV":
+        if op.inputs[0] is not tensor or np.any(value == 0):
+            return None  # c / x is not affine; x / 0 has no scale
+        return "DIV", value
+    if op.type == "SUB" and op.inputs[0] is not tensor:
+        return "RSUB", value
+    return op.type, value
+
+
+def _tail(graph: Graph, first: Op, n: Tensor, uses: dict) -> tuple[list[Op], list[tuple[str, np.ndarray]], Tensor]:
+    """The chain of per-channel constant steps from `first` (which reads n): (ops, steps, end).
+    Every op after the first is the sole reader of the one before."""
+    ops, steps, tensor, op = [], [], n, first
+    while op is not None:
+        step = _tail_step(op, tensor, uses)
+        if step is None:
             break
-        other = _binary_other(op, tensor)
-        if other is None or not other.is_constant:
-            break
-        value, _ = per_channel_constant(other, tensor)
-        if value is None or tuple(op.outputs[0].shape) != tuple(tensor.shape):
-            break
-        if op.type == "SUB" and op.inputs[0] is not tensor:
-            steps.append(("RSUB", value))
-        else:
-            steps.append((op.type, value))
+        steps.append(step)
         ops.append(op)
         tensor = op.outputs[0]
+        op = sole_reader(graph, tensor, uses)
     return ops, steps, tensor
 
 
-def _match(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refusal | None:
+def _entangled(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refusal | None:
+    """The TF converter's keras LayerNormalization (gamma multiplied into the rsqrt): m =
+    MUL(r, gamma), y = ADD(MUL(x, m), ADD(MUL(NEG(mu), m), beta)), or without gamma (m = r) or
+    beta; RMSNorm's y = MUL(x, MUL(r, gamma))."""
     found = _stats(graph, rsqrt, producers)
-    if found is None:
+    if found is None or rsqrt.type != "RSQRT":
         return None
     x, mu, centered, stats = found
     if not is_float(x) or not x.shape:
@@ -167,26 +226,6 @@ def _match(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refu
     r = rsqrt.outputs[0]
     where = r.name
     readers = uses.get(id(r), [])
-    # the normalized form n = MUL(xc, r) (xc: x, or x - mu), maybe followed by per-channel constants
-    subs = [op for op in uses.get(id(mu), []) if op.type == "SUB" and activation(op) == ACT_NONE
-            and op.inputs[0] is x and op.inputs[1] is mu] if mu is not None and centered is None else []
-    centers = [centered] if centered is not None else [op.outputs[0] for op in subs] if mu is not None else [x]
-    plain = [op for op in readers if op.type == "MUL" and activation(op) == ACT_NONE
-             and any(_binary_other(op, r) is c for c in centers) and tuple(op.outputs[0].shape) == tuple(x.shape)]
-    if plain:
-        n = plain[0].outputs[0]
-        centered = next((c for c in centers if _binary_other(plain[0], r) is c), None) if mu is not None else None
-        stats = stats + [op for op in subs if op.outputs[0] is centered]
-        tail, steps, y = _tail(graph, n, uses)
-        if not tail:
-            return None  # nothing to fold: already the bare normalization
-        scale, shift = fold.compose_scale_shift(steps)
-        channels = int(x.shape[-1])
-        scale = np.broadcast_to(scale, (channels,)).astype(np.float64)
-        shift = np.broadcast_to(shift, (channels,)).astype(np.float64)
-        return _Norm(x, mu, r, stats, tail, y, None if np.all(scale == 1) else scale,
-                     None if np.all(shift == 0) else shift, centered, n)
-    # the entangled form: m = MUL(r, gamma), y = MUL(xc, m) [+ ADD(MUL(NEG(mu), m), beta)]
     scale_ops = [op for op in readers if op.type == "MUL" and activation(op) == ACT_NONE
                  and (c := _binary_other(op, r)) is not None and c.is_constant]
     if len(scale_ops) > 1:
@@ -207,47 +246,158 @@ def _match(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refu
     if x_mul is None or activation(x_mul) != ACT_NONE or tuple(x_mul.outputs[0].shape) != tuple(x.shape):
         return None
     removed = [op for op in (scale_op, x_mul) if op is not None]
+    kind = "LayerNorm" if mu is not None else "RMSNorm"
     if mu is None or centered is not None:
         if len(m_readers) != 1 or graph.is_graph_output(m):
             return Refusal(where, f"the norm's scaled rsqrt '{m.name}' is read outside the norm")
-        return _Norm(x, mu, r, stats, removed, x_mul.outputs[0], gamma, None, centered)
-    # LayerNorm: y = ADD(MUL(x, m), ADD(MUL(NEG(mu), m), beta))
+        return _Norm(kind, x, mu, r, stats, removed, x_mul.outputs[0], gamma, None, centered)
+    # LayerNorm: y = ADD(MUL(x, m), ADD(MUL(NEG(mu), m), beta)) (keras 3), or
+    # y = ADD(MUL(x, m), SUB(beta, MUL(mu, m))) (tf.nn.batch_normalization: tf_keras, onnx2tf)
     neg_mul = next((op for op in m_readers if op is not x_mul and op.type == "MUL"), None)
-    neg = producers.get(id(_binary_other(neg_mul, m))) if neg_mul is not None else None
-    if neg is None or neg.type != "NEG" or neg.inputs[0] is not mu or activation(neg_mul) != ACT_NONE:
+    if neg_mul is None or activation(neg_mul) != ACT_NONE:
         return None
-    shift_add = sole_reader(graph, neg_mul.outputs[0], uses)
+    other = _binary_other(neg_mul, m)
+    neg = producers.get(id(other))
+    negated = neg is not None and neg.type == "NEG" and neg.inputs[0] is mu
+    if not negated and other is not mu:
+        return None
+    shift_op = sole_reader(graph, neg_mul.outputs[0], uses)
     beta = None
     offset = neg_mul.outputs[0]
-    if shift_add is not None and shift_add.type == "ADD" and activation(shift_add) == ACT_NONE:
-        beta_const = _binary_other(shift_add, offset)
+    if shift_op is not None and activation(shift_op) == ACT_NONE and (
+            shift_op.type == "ADD" if negated else shift_op.type == "SUB" and shift_op.inputs[1] is offset):
+        beta_const = _binary_other(shift_op, offset)
         if beta_const is not None and beta_const.is_constant:
             beta, why = per_channel_constant(beta_const, x)
             if beta is None:
                 return Refusal(where, f"the norm's shift: {why}")
-            removed.append(shift_add)
-            offset = shift_add.outputs[0]
-    final = next((op for op in uses.get(id(x_mul.outputs[0]), []) if op.type == "ADD"
-                  and _binary_other(op, x_mul.outputs[0]) is offset and activation(op) == ACT_NONE), None)
+            removed.append(shift_op)
+            offset = shift_op.outputs[0]
+    # without beta the mean term is added (negated) or subtracted
+    final_type = "ADD" if negated or beta is not None else "SUB"
+    xm = x_mul.outputs[0]
+    final = next((op for op in uses.get(id(xm), []) if op.type == final_type and activation(op) == ACT_NONE
+                  and _binary_other(op, xm) is offset and (op.type == "ADD" or op.inputs[0] is xm)), None)
     if final is None:
         return None
-    removed += [neg, neg_mul, final]
-    inner = [(neg.outputs[0], [neg_mul]), (m, [x_mul, neg_mul]), (neg_mul.outputs[0], removed),
-             (x_mul.outputs[0], [final]), (offset, [final])]
+    removed += [neg, neg_mul, final] if negated else [neg_mul, final]
+    inner = [(neg.outputs[0], [neg_mul])] if negated else []
+    inner += [(m, [x_mul, neg_mul]), (neg_mul.outputs[0], removed), (xm, [final]), (offset, [final])]
     for tensor, allowed in inner:
         if not _only_readers(graph, tensor, uses, allowed):
             return Refusal(where, f"the norm's intermediate '{tensor.name}' is read outside the norm")
-    return _Norm(x, mu, r, stats, removed, final.outputs[0], gamma, beta, entangled=True)
+    return _Norm(kind, x, mu, r, stats, removed, final.outputs[0], gamma, beta)
+
+
+NORM_ROOTS = ("RSQRT", "SQRT")
+BEHIND_DEPTH = 3  # ops between n and the norm's RSQRT: litert-torch's n = ADD(MUL(x, RESHAPE(r)), ...)
+
+
+def _norm_behind(graph: Graph, n: Tensor, producers: dict) -> str | None:
+    """"LayerNorm" / "RMSNorm" when `n` is computed, within a few element-wise ops, from a
+    norm's rsqrt (or a division by its sqrt) and the tensor that norm normalizes; else None."""
+    seen, roots, level = {id(n)}, [], [n]
+    for _ in range(BEHIND_DEPTH):
+        following = []
+        for t in level:
+            base, _ = _through_views(t, producers)
+            p = producers.get(id(base))
+            if p is None:
+                continue
+            if p.type in NORM_ROOTS:
+                roots.append(p)
+            elif p.type in ("MUL", "ADD", "SUB", "DIV", "NEG"):
+                for i in p.inputs:
+                    if i is not None and not i.is_constant and id(i) not in seen:
+                        seen.add(id(i))
+                        following.append(i)
+        level = following
+    for root in roots:
+        found = _stats(graph, root, producers)
+        if found is not None and (id(found[0]) in seen or (found[2] is not None and id(found[2]) in seen)):
+            return "LayerNorm" if found[1] is not None else "RMSNorm"
+    return None
+
+
+def _tails(graph: Graph, producers: dict, uses: dict, claimed: set) -> list[tuple[Op, Tensor]]:
+    """(first op, n) of every maximal chain of per-channel constant steps on a float activation."""
+    found = []
+    for op in graph.ops:
+        if id(op) in claimed or op.type not in TAIL_STEPS or len(op.inputs) != 2:
+            continue
+        n = next((t for t in op.inputs if t is not None and not t.is_constant), None)
+        if n is None or not is_float(n) or not n.shape or _tail_step(op, n, uses) is None:
+            continue
+        before = producers.get(id(n))
+        if before is not None and sole_reader(graph, n, uses) is op and before.inputs \
+                and any(t is not None and not t.is_constant and _tail_step(before, t, uses) is not None
+                        for t in before.inputs):
+            continue  # not the start of its chain
+        found.append((op, n))
+    return found
 
 
 @dataclass
 class _Absorbers:
     weighted: list[Op] = field(default_factory=list)     # FULLY_CONNECTED / CONV_2D / BATCH_MATMUL
     bias_adds: dict = field(default_factory=dict)          # id(BATCH_MATMUL) -> the ADD taking W @ beta
-    pass_through: list[Op] = field(default_factory=list)  # MEAN / RESHAPE between
+    pass_through: list[Op] = field(default_factory=list)  # row-moving ops between (their values change)
+    shape_readers: list[Op] = field(default_factory=list)  # SHAPE (its value stays)
 
 
-def _absorbers(graph: Graph, y: Tensor, channels: int, uses: dict, needs_shift: bool, state: _Absorbers) -> str:
+def _moves_rows_only(op: Op, y: Tensor, channels: int) -> str:
+    """'' when `op` (one of ROW_OPS reading y) keeps every channel row of y whole, else why not."""
+    if op.inputs[0] is not y or any(t is y for t in op.inputs[1:]):
+        return f"{_name(op)} reads the normalized tensor as a parameter"
+    out = op.outputs[0]
+    rank = len(y.shape)
+    params = [t for t in op.inputs[1:] if t is not None]
+    if op.type in ("MEAN", "TRANSPOSE", "STRIDED_SLICE", "SLICE") and not all(t.is_constant for t in params):
+        return f"{_name(op)} has parameters that are not constants"
+    if op.type == "MEAN" and rank - 1 in _const_axes(op):
+        return f"{_name(op)} reduces over the channel axis"
+    if not out.shape or int(out.shape[-1]) != channels:
+        return f"{_name(op)} moves the channel axis"
+    if op.type == "TRANSPOSE":
+        if int(np.ravel(params[0].data)[-1]) % rank != rank - 1:
+            return f"{_name(op)} moves the channel axis"
+    elif op.type == "STRIDED_SLICE":
+        o = op.options
+        strides = np.ravel(params[2].data) if len(params) > 2 else np.ones(rank)
+        if o.get("ellipsisMask", 0) or o.get("newAxisMask", 0) or o.get("offset", False) \
+                or (int(o.get("shrinkAxisMask", 0)) >> (rank - 1)) & 1 or len(strides) != rank or int(strides[-1]) != 1:
+            return f"{_name(op)} does not keep the channel range whole"
+    elif op.type == "GATHER":
+        axis = int(op.options.get("axis", 0)) % rank
+        if axis == rank - 1 or int(op.options.get("batchDims", 0)):
+            return f"{_name(op)} gathers channels"
+    # RESHAPE / SQUEEZE / EXPAND_DIMS keeping the last dimension, SLICE of all channels: rows move whole
+    return ""
+
+
+SHAPE_COMPUTATION_MAX_OPS = 32
+
+
+def _shape_computation(t: Tensor, producers: dict) -> list[Op] | None:
+    """The ops computing the integer tensor `t` from SHAPE ops and constants alone (TF's
+    Tensordot reshapes by the run-time shape of its input), else None."""
+    ops, todo, seen = [], [t], set()
+    while todo:
+        t = todo.pop()
+        if t is None or t.is_constant or id(t) in seen:
+            continue
+        seen.add(id(t))
+        p = producers.get(id(t))
+        if p is None or t.dtype is None or t.dtype.kind not in "iu" or len(ops) >= SHAPE_COMPUTATION_MAX_OPS:
+            return None
+        ops.append(p)
+        if p.type != "SHAPE":
+            todo += list(p.inputs)
+    return ops
+
+
+def _absorbers(graph: Graph, y: Tensor, channels: int, uses: dict, needs_shift: bool, state: _Absorbers,
+               producers: dict) -> str:
     """'' when every reader of y absorbs a per-channel affine of its channels, else why not."""
     if graph.is_graph_output(y):
         return f"the norm's output '{y.name}' is a graph output"
@@ -281,17 +431,20 @@ def _absorbers(graph: Graph, y: Tensor, channels: int, uses: dict, needs_shift: 
                             "per-channel constant)")
                 state.bias_adds[id(op)] = add
             state.weighted.append(op)
-        elif op.type in ("MEAN", "RESHAPE"):
-            if op.inputs[0] is not y or any(t is y for t in op.inputs[1:]):
-                return f"{_name(op)} reads the normalized tensor as a parameter"
-            if op.type == "MEAN":
-                axes = _const_axes(op)
-                if axes is None or len(y.shape) - 1 in axes:
-                    return f"{_name(op)} reduces over the channel axis"
-            elif not op.outputs[0].shape or int(op.outputs[0].shape[-1]) != channels:
-                return f"{_name(op)} moves the channel axis"
+        elif op.type == "SHAPE":
+            state.shape_readers.append(op)
+        elif op.type in ROW_OPS:
+            why = _moves_rows_only(op, y, channels)
+            if why:
+                return why
+            if op.type == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] is not None \
+                    and not op.inputs[1].is_constant:
+                computed = _shape_computation(op.inputs[1], producers)
+                if computed is None:
+                    return f"{_name(op)} reshapes to a shape computed from values"
+                state.shape_readers += computed
             state.pass_through.append(op)
-            why = _absorbers(graph, op.outputs[0], channels, uses, needs_shift, state)
+            why = _absorbers(graph, op.outputs[0], channels, uses, needs_shift, state, producers)
             if why:
                 return why
         elif op.type == "ADD" and not any(t is not None and t.is_constant for t in op.inputs):
@@ -314,48 +467,66 @@ class FoldNormAffine(Pass):
     def propose(self, graph: Graph):
         producers = graph.producers()
         uses = graph.consumer_map()
+        claimed: set[int] = set()
         for rsqrt in list(graph.ops):
             if rsqrt.type != "RSQRT" or not rsqrt.inputs or rsqrt.inputs[0] is None:
                 continue
-            norm = _match(graph, rsqrt, producers, uses)
+            norm = _entangled(graph, rsqrt, producers, uses)
             if norm is None:
                 continue
             if isinstance(norm, Refusal):
                 yield norm
                 continue
-            where = norm.y.name
-            channels = int(norm.x.shape[-1])
-            if tuple(norm.y.shape) != tuple(norm.x.shape):
-                yield Refusal(where, "the norm's affine broadcasts the tensor to a new shape")
-                continue
-            state = _Absorbers()
-            if norm.gamma is None and norm.beta is None:
-                why = "no affine"  # only the cheaper normalization to write
-            else:
-                why = _absorbers(graph, norm.y, channels, uses, norm.beta is not None, state)
-            region = list({id(op): op for op in [*norm.stats, *norm.removed]}.values())
-            added = 0 if norm.normalized is not None else 1 + (norm.centered is None and norm.mu is not None)
-            if not why and not self.fold_affine:
-                why = "the affine is kept (fold_norm_affine(fold_affine=False))"
-            elif not why:
-                region += state.weighted + list(state.bias_adds.values()) + state.pass_through
-                removed = len(norm.removed) - added
-                yield Rewrite(key=(id(rsqrt), "fold"), where=where, region=region,
-                              apply=_Apply(graph, norm, state, fold_affine=True),
-                              summary=f"{norm.kind}: gamma and beta folded into {len(state.weighted)} op(s); "
-                                      f"{removed} op(s) removed",
-                              details={"norm": norm.kind, "folded": True, "ops_removed": removed,
-                                       "absorbers": len(state.weighted)})
-                continue
-            if norm.gamma is not None or norm.beta is not None:
-                yield Refusal(where, f"{norm.kind} affine stays: {why}")
-            removed = len(norm.removed) - added - (norm.gamma is not None) - (norm.beta is not None)
-            if norm.normalized is None and removed > 0:
-                yield Rewrite(key=(id(rsqrt), "normalize"), where=where, region=region,
-                              apply=_Apply(graph, norm, state, fold_affine=False),
-                              summary=f"{norm.kind}: rewritten as (x - mean) * rsqrt, then the affine; "
-                                      f"{removed} op(s) removed",
-                              details={"norm": norm.kind, "folded": False, "ops_removed": removed})
+            claimed |= {id(op) for op in [*norm.stats, *norm.removed]}
+            yield from self._proposals(graph, norm, producers, uses, key=id(rsqrt))
+        for first, n in _tails(graph, producers, uses, claimed):
+            ops, steps, y = _tail(graph, first, n, uses)
+            kind = _norm_behind(graph, n, producers) or "per-channel affine"
+            scale, shift = fold.compose_scale_shift(steps)
+            channels = int(n.shape[-1])
+            scale = np.broadcast_to(scale, (channels,)).astype(np.float64)
+            shift = np.broadcast_to(shift, (channels,)).astype(np.float64)
+            norm = _Norm(kind, n, None, None, [], ops, y, None if np.all(scale == 1) else scale,
+                         None if np.all(shift == 0) else shift, normalized=n)
+            for proposal in self._proposals(graph, norm, producers, uses, key=id(first)):
+                if isinstance(proposal, Rewrite) or kind != "per-channel affine":
+                    yield proposal  # a chain behind no norm that cannot fold is no news
+
+    def _proposals(self, graph: Graph, norm: _Norm, producers: dict, uses: dict, key: int):
+        where = norm.y.name
+        channels = int(norm.x.shape[-1])
+        if tuple(norm.y.shape) != tuple(norm.x.shape):
+            yield Refusal(where, "the norm's affine broadcasts the tensor to a new shape")
+            return
+        state = _Absorbers()
+        if norm.gamma is None and norm.beta is None:
+            why = "no affine"  # only the cheaper normalization to write
+        else:
+            why = _absorbers(graph, norm.y, channels, uses, norm.beta is not None, state, producers)
+        region = list({id(op): op for op in [*norm.stats, *norm.removed]}.values())
+        added = 0 if norm.normalized is not None else 1 + (norm.centered is None and norm.mu is not None)
+        if not why and not self.fold_affine:
+            why = "the affine is kept (fold_norm_affine(fold_affine=False))"
+        elif not why:
+            region += state.weighted + list(state.bias_adds.values()) + state.pass_through + state.shape_readers
+            region = list({id(op): op for op in region}.values())
+            removed = len(norm.removed) - added
+            yield Rewrite(key=(key, "fold"), where=where, region=region,
+                          apply=_Apply(graph, norm, state, fold_affine=True),
+                          summary=f"{norm.kind}: gamma and beta folded into {len(state.weighted)} op(s); "
+                                  f"{removed} op(s) removed",
+                          details={"norm": norm.kind, "folded": True, "ops_removed": removed,
+                                   "absorbers": len(state.weighted)})
+            return
+        if norm.gamma is not None or norm.beta is not None:
+            yield Refusal(where, f"{norm.kind} affine stays: {why}")
+        removed = len(norm.removed) - added - (norm.gamma is not None) - (norm.beta is not None)
+        if norm.normalized is None and removed > 0:
+            yield Rewrite(key=(key, "normalize"), where=where, region=region,
+                          apply=_Apply(graph, norm, state, fold_affine=False),
+                          summary=f"{norm.kind}: rewritten as (x - mean) * rsqrt, then the affine; "
+                                  f"{removed} op(s) removed",
+                          details={"norm": norm.kind, "folded": False, "ops_removed": removed})
 
 
 def _activation(graph: Graph, like: Tensor, name: str) -> Tensor:
