@@ -211,6 +211,132 @@ def test_layer_norm_folds_into_1x1_conv(save_model):
     check_folded(norm_model([conv], shape=(1, 3, 3, C)), save_model, 4)
 
 
+# -- the other converters' forms ------------------------------------------------------------------
+
+
+def _affine(b, n, gamma=GAMMA, beta=BETA):
+    """n * gamma + beta as litert-torch and the TF converter write a norm's affine: [C] constants."""
+    y = b.op("MUL", [n, b.const("gamma", np.asarray(gamma, np.float32))])
+    return y if beta is None else b.op("ADD", [y, b.const("beta", np.asarray(beta, np.float32))], name="norm_out")
+
+
+def layer_norm_litert(b, x):
+    """nn.LayerNorm as litert-torch 0.10 writes it: statistics without keep_dims (over the
+    batch axis too) reshaped back, n = x * r + (-mean * r), then MUL(gamma), ADD(beta)."""
+    t, c = x.shape[1], x.shape[2]
+    axes = b.const("axes", np.array([0, 2], np.int32))
+    back = b.const("back", np.array([1, t, 1], np.int32))
+    mu = b.op("MEAN", [x, axes])
+    var = b.op("MEAN", [b.op("SQUARED_DIFFERENCE", [x, b.op("RESHAPE", [mu, back])]), axes])
+    r = b.op("RSQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-5, np.float32))])])
+    shift = b.op("SUB", [b.const("zero", np.array(0.0, np.float32)), b.op("MUL", [r, mu])])
+    n = b.op("ADD", [b.op("MUL", [x, b.op("RESHAPE", [r, back])]), b.op("RESHAPE", [shift, back])])
+    return _affine(b, n)
+
+
+def layer_norm_batchnorm_form(b, x):
+    """LayerNormalization as tf.nn.batch_normalization writes it (onnx2tf, tf_keras):
+    m = rsqrt(var + eps) * gamma, y = x * m + (beta - mean * m)."""
+    axis = b.const("axis", np.array([-1], np.int32))
+    mu = b.op("MEAN", [x, axis], {"keepDims": True})
+    var = b.op("MEAN", [b.op("SQUARED_DIFFERENCE", [x, mu]), axis], {"keepDims": True})
+    r = b.op("RSQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-3, np.float32))])])
+    m = b.op("MUL", [r, b.const("gamma", GAMMA.astype(np.float32))])
+    shift = b.op("SUB", [b.const("beta", BETA.astype(np.float32)), b.op("MUL", [mu, m])])
+    return b.op("ADD", [b.op("MUL", [x, m]), shift], name="norm_out")
+
+
+def rms_norm_sqrt_reciprocal(b, x):
+    """RMSNorm as onnx2tf writes torch's: x * (1 / SQRT(MEAN(x * x) + eps)) * gamma."""
+    axis = b.const("axis", np.array([-1], np.int32))
+    var = b.op("MEAN", [b.op("MUL", [x, x]), axis], {"keepDims": True})
+    root = b.op("SQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-6, np.float32))])])
+    return _affine(b, b.op("MUL", [x, b.op("DIV", [b.const("one", np.array(1.0, np.float32)), root])]), beta=None)
+
+
+def rms_scaling_norm(b, x):
+    """keras LayerNormalization(rms_scaling=True): x * rsqrt(variance + eps) * gamma (the
+    variance is centered, x is not)."""
+    axis = b.const("axis", np.array([-1], np.int32))
+    mu = b.op("MEAN", [x, axis], {"keepDims": True})
+    var = b.op("MEAN", [b.op("SQUARED_DIFFERENCE", [x, mu]), axis], {"keepDims": True})
+    r = b.op("RSQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-3, np.float32))])])
+    return _affine(b, b.op("MUL", [x, r]), beta=None)
+
+
+def rms_norm_without_epsilon(b, x):
+    """A float16 model whose epsilon (1e-12) rounded to 0 and whose ADD of it was removed."""
+    axis = b.const("axis", np.array([-1], np.int32))
+    r = b.op("RSQRT", [b.op("MEAN", [b.op("SQUARE", [x]), axis], {"keepDims": True})])
+    return _affine(b, b.op("MUL", [x, r]))
+
+
+@pytest.mark.parametrize("norm,kind,removed", [
+    (layer_norm_litert, "LayerNorm", 2), (layer_norm_batchnorm_form, "LayerNorm", 3),
+    (rms_norm_sqrt_reciprocal, "RMSNorm", 1), (rms_scaling_norm, "LayerNorm", 1),
+    (rms_norm_without_epsilon, "RMSNorm", 2)],
+    ids=["litert_torch_layer_norm", "batchnorm_form", "sqrt_reciprocal", "rms_scaling", "no_epsilon"])
+def test_converter_forms_fold(norm, kind, removed, save_model):
+    model = norm_model([lambda b, y, rng: fc(b, y, 5, rng), lambda b, y, rng: fc(b, y, 3, rng, bias=False)], norm=norm)
+    _, report = check_folded(model, save_model, removed)
+    assert [r["norm"] for r in report.rewrites] == [kind]
+
+
+# -- what the affine passes through --------------------------------------------------------------
+
+
+def class_token(b, y, rng):
+    """y[:, 0] -> the head (a class-token ViT)."""
+    token = b.op("STRIDED_SLICE", [y, b.const("begin", np.array([0, 0, 0], np.int32)),
+                                   b.const("end", np.array([1, 1, C], np.int32)),
+                                   b.const("strides", np.array([1, 1, 1], np.int32))],
+                 {"beginMask": 6, "endMask": 6, "shrinkAxisMask": 2})
+    return fc(b, token, 4, rng, keep=False)
+
+
+def gathered_rows(b, y, rng):
+    return fc(b, b.op("GATHER", [y, b.const("rows", np.array([0, 5, 2], np.int32))], {"axis": 1}), 4, rng)
+
+
+def transposed_tokens(b, y, rng):
+    swapped = b.op("TRANSPOSE", [b.op("RESHAPE", [y, b.const("s4", np.array([1, 2, 3, C], np.int32))]),
+                                 b.const("perm", np.array([0, 2, 1, 3], np.int32))])
+    return fc(b, swapped, 4, rng)
+
+
+def run_time_reshape(b, y, rng):
+    """keras Dense on a dynamic batch (Tensordot): RESHAPE(y, a shape computed from SHAPE(y))."""
+    shape = b.op("SHAPE", [y], {"outType": 2}, dtype=np.int32)
+    rows = b.op("REDUCE_PROD", [b.op("GATHER", [shape, b.const("lead", np.array([0, 1], np.int32))]),
+                                b.const("ax0", np.array([0], np.int32))], dtype=np.int32)
+    flat = b.op("PACK", [rows, b.const("width", np.array(C, np.int32))], {"valuesCount": 2, "axis": 0},
+                dtype=np.int32)
+    return fc(b, b.op("RESHAPE", [y, flat], output_shape=[6, C]), 4, rng)
+
+
+@pytest.mark.parametrize("consumer", [class_token, gathered_rows, transposed_tokens, run_time_reshape],
+                         ids=["class_token", "gather", "transpose", "run_time_reshape"])
+def test_affine_passes_through_ops_that_move_whole_rows(consumer, save_model):
+    check_folded(norm_model([consumer]), save_model, 4)
+
+
+def test_a_per_channel_chain_behind_no_norm_folds_silently(save_model):
+    """x * s + t -> FULLY_CONNECTED folds like a norm's affine; a chain that cannot fold and
+    stands behind no norm is not reported."""
+    def model_with(consumer):
+        rng = np.random.default_rng(0)
+        b = ModelBuilder()
+        x = b.input("x", [1, 6, C])
+        y = _affine(b, b.op("RELU", [x]))
+        b.output(consumer(b, y, rng))
+        return b.build()
+    model = model_with(lambda b, y, rng: fc(b, y, 5, rng))
+    _, report = check_folded(model, save_model, 2)
+    assert report.rewrites[0]["norm"] == "per-channel affine"
+    _, report = optimize(model_with(lambda b, y, rng: b.op("TANH", [y])), [PASS])
+    assert report.passes[PASS].fused == 0 and not refusals(report)
+
+
 # -- each refusal ---------------------------------------------------------------------------------
 
 
@@ -240,8 +366,15 @@ def test_post_norm_residual_keeps_the_affine_as_one_mul_and_one_add(save_model):
     (lambda b, y, rng: b.op("RESHAPE", [y, b.const("shp", np.array([1, 3, 3 * C], np.int32))]),
      "moves the channel axis"),
     (lambda b, y, rng: b.op("TANH", [y]), "cannot absorb"),
+    (lambda b, y, rng: b.op("STRIDED_SLICE", [y, b.const("b0", np.zeros(4, np.int32)),
+                                              b.const("e0", np.array([1, 3, 3, C], np.int32)),
+                                              b.const("s0", np.array([1, 1, 1, 2], np.int32))]), "channel"),
+    (lambda b, y, rng: b.op("GATHER", [y, b.const("ch", np.array([0, 2, 1, 3, 4, 5, 6, 7], np.int32))],
+                            {"axis": 3}), "gathers channels"),
+    (lambda b, y, rng: b.op("TRANSPOSE", [y, b.const("perm", np.array([0, 1, 3, 2], np.int32))]),
+     "moves the channel axis"),
 ], ids=["fc_activation_weights", "conv_padding", "bmm_no_bias", "bmm_rhs", "mean_channels", "reshape_channels",
-        "other_op"])
+        "other_op", "strided_channels", "gather_channels", "transpose_channels"])
 def test_refusals(consumer, reason):
     model = norm_model([consumer], shape=(1, 3, 3, C))
     optimized, report = optimize(model, [PASS])

@@ -208,9 +208,11 @@ def rsqrt_quantized(ctx, x):
 # -- GELU --------------------------------------------------------------------------------------------
 
 def _gelu_float32(approximate: bool):
-    """reference_ops::GeluTransform(Approximate) in float32 steps (erf / tanh correctly rounded)."""
+    """reference_ops::GeluTransform(Approximate) in float32 steps (erfc / tanh correctly
+    rounded): 0.5 x erfc(-x / sqrt(2)) as the LiteRT 2.3 wheel computes it (its older
+    0.5 x (1 + erf(x / sqrt(2))) moves a few int16 table entries by one)."""
     f32 = np.float32
-    erf = np.vectorize(math.erf)
+    erfc = np.vectorize(math.erfc)
 
     def transform(v):
         x = np.asarray(v, np.float32)
@@ -218,7 +220,7 @@ def _gelu_float32(approximate: bool):
             inner = f32(math.sqrt(2 / math.pi)) * (x + f32(0.044715) * x * x * x)
             cdf = f32(1) + np.tanh(inner.astype(np.float64)).astype(np.float32)
         else:
-            cdf = f32(1) + erf((x * f32(math.sqrt(0.5))).astype(np.float64)).astype(np.float32)
+            cdf = erfc((x * f32(-math.sqrt(0.5))).astype(np.float64)).astype(np.float32)
         return (f32(0.5) * x * cdf).astype(np.float64)
     return transform
 
