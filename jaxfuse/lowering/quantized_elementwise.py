@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import fixed_point as fp
+from . import libm
 from .core import QUANTIZED, register
 from .elementwise import maximum, minimum
 from .quant import QuantParams, activation_range
@@ -256,10 +257,15 @@ def _float_table(q: QuantParams, out: QuantParams, fn) -> np.ndarray:
 
 
 def _sigmoid_float32(x: np.ndarray) -> np.ndarray:
-    """1.0f / (1.0f + expf(-x)) in float32 steps."""
+    """1.0f / (1.0f + expf(-x)) in float32 steps (expf: the C library's, libm.py)."""
     with np.errstate(over="ignore"):  # exp overflows to inf, and 1 / (1 + inf) = 0 as in C
-        e = np.exp(-x).astype(np.float32)
+        e = libm.expf(-np.asarray(x, np.float32))
     return (np.float32(1) / (np.float32(1) + e)).astype(np.float64)
+
+
+def _tanh_float32(x: np.ndarray) -> np.ndarray:
+    """tanhf(x), the C library's (libm.py)."""
+    return libm.tanhf(x).astype(np.float64)
 
 
 def _sigmoid_table() -> np.ndarray:
@@ -416,7 +422,7 @@ def _sigmoid_like(ctx, x, logistic: bool):
         return _lookup(x, _int16_table(q, logistic), q.qmin)
     if logistic and np.float32(out.s) != np.float32(1 / 256):
         raise ctx.error(f"{out.dtype} LOGISTIC needs the output scale 1/256 (got {out.s:g}); LiteRT rejects others")
-    table = _float_table(q, out, _sigmoid_float32 if logistic else np.tanh)
+    table = _float_table(q, out, _sigmoid_float32 if logistic else _tanh_float32)
     return _lookup(x, table, q.qmin)
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import fixed_point as fp
+from . import libm
 from .core import QUANTIZED, register
 from .nn import batch_matmul
 from .quant import QuantParams
@@ -169,7 +170,8 @@ def _int16_table_float32(transform, q: QuantParams, out: QuantParams) -> np.ndar
     input_min = f32(q.s) * f32(lo - q.zp)
     input_max = f32(q.s) * f32(hi - q.zp)
     step = (input_max - input_min) / f32(512)
-    scaling = f32(65536) / (f32(out.s) * f32(hi - lo))
+    # output_max - output_min as the kernel computes it: each end rounded to float32 first
+    scaling = f32(65536) / (f32(out.s) * f32(hi - out.zp) - f32(out.s) * f32(lo - out.zp))
     i = np.arange(512, dtype=np.float32)
     position = input_min + i * step
     value = f32(1) * transform(position).astype(np.float32)
@@ -208,19 +210,18 @@ def rsqrt_quantized(ctx, x):
 # -- GELU --------------------------------------------------------------------------------------------
 
 def _gelu_float32(approximate: bool):
-    """reference_ops::GeluTransform(Approximate) in float32 steps (erfc / tanh correctly
-    rounded): 0.5 x erfc(-x / sqrt(2)) as the LiteRT 2.3 wheel computes it (its older
-    0.5 x (1 + erf(x / sqrt(2))) moves a few int16 table entries by one)."""
+    """reference_ops::GeluTransform(Approximate) in float32 steps, erfcf / tanhf as the C
+    library computes them (libm.py): 0.5 x erfc(-x / sqrt(2)) as the LiteRT 2.3 wheel writes
+    it (its older 0.5 x (1 + erf(x / sqrt(2))) moves some int16 table entries by one)."""
     f32 = np.float32
-    erfc = np.vectorize(math.erfc)
 
     def transform(v):
         x = np.asarray(v, np.float32)
         if approximate:
             inner = f32(math.sqrt(2 / math.pi)) * (x + f32(0.044715) * x * x * x)
-            cdf = f32(1) + np.tanh(inner.astype(np.float64)).astype(np.float32)
+            cdf = f32(1) + libm.tanhf(inner)
         else:
-            cdf = erfc((x * f32(-math.sqrt(0.5))).astype(np.float64)).astype(np.float32)
+            cdf = libm.erfcf(x * f32(-math.sqrt(0.5)))
         return (f32(0.5) * x * cdf).astype(np.float64)
     return transform
 
