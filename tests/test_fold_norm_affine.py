@@ -121,6 +121,13 @@ FIXTURES = {  # stem: (norms, norms folded, ops before, ops after)
     "vit_tiny_mixed_logits": (5, 5, 102, 82),
     "vit_rms_tiny_mixed_logits": (1, 1, 73, 72),       # the converter folded the block norms' gammas itself
     "vit_postln_tiny_mixed_logits": (4, 1, 91, 81),    # 3 affines stay: the residual reads them
+    # litert-torch and onnx2tf (examples/make_torch_models.py): timm's ViT and a LLaMA-style decoder
+    "vit_tiny_timm_litert_mixed": (5, 5, 135, 125),
+    "vit_tiny_timm_onnx2tf_mixed": (5, 5, 104, 89),
+    "decoder_rms_tiny_litert_mixed": (5, 5, 102, 97),
+    # onnx2tf reads the [1, 8, 32] input as NCW: the first norm's statistics run over axis 1
+    # and a TRANSPOSE comes before its projection, a form not matched
+    "decoder_rms_tiny_onnx2tf_mixed": (4, 4, 92, 88),
 }
 
 
@@ -143,12 +150,13 @@ def test_vit_fixtures(stem, save_model):
 
 
 @requires_onert
-def test_vit_fixture_matches_onert(save_model):
-    model = jaxfuse.load(MODELS / "vit_tiny_mixed_logits.tflite")
+@pytest.mark.parametrize("stem", ["vit_tiny_mixed_logits", "vit_tiny_timm_litert_mixed", "decoder_rms_tiny_litert_mixed"])
+def test_vit_fixture_matches_onert(save_model, stem):
+    model = jaxfuse.load(MODELS / f"{stem}.tflite")
     optimized, _ = optimize(model, [PASS])
     x = random_inputs(model.main, 1, 0)[0]
-    ref = run_onert_or_skip(save_model(model, "a.circle"), x, "the ViT fixture")
-    got = run_onert_or_skip(save_model(optimized, "b.circle"), x, "the folded ViT")
+    ref = run_onert_or_skip(save_model(model, "a.circle"), x, stem)
+    got = run_onert_or_skip(save_model(optimized, "b.circle"), x, f"folded {stem}")
     for a, b in zip(ref, got):
         assert relative_error(b, a) <= 1e-5
 
