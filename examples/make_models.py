@@ -106,6 +106,8 @@ SMALL_MODELS = {
     "vit_tiny": "pre-LN ViT: 16x16x3, patch 4, width 24, 2 heads, 2 blocks, GELU MLP 48, mean-pool head",
     "vit_rms_tiny": "vit_tiny with keras RMSNormalization instead of LayerNormalization (pre-norm)",
     "vit_postln_tiny": "post-LN encoder (x = LN(x + f(x))), otherwise vit_tiny: the negative case",
+    "vit_cls_tiny": "pre-LN ViT as vit_tiny with a class token read by the head (x[:, 0]), LayerNorm eps 1e-5, "
+                    "3 heads of 8, tanh-GELU MLP, dynamic batch (the converter's Tensordot reshapes)",
 }
 
 #: Op histograms the converter must produce (float32, default input size). The tiny
@@ -186,6 +188,7 @@ FIXTURE_SET = (
     _fixture_job("vit_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
     _fixture_job("vit_rms_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
     _fixture_job("vit_postln_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
+    _fixture_job("vit_cls_tiny", negative_gamma_fraction=0.1, zero_gamma_fraction=0.05, logits=True),
 )
 
 
@@ -539,6 +542,46 @@ def _vit_tiny(keras, input_size: int | None, classifier_activation, *, norm: str
     return keras.Model(inputs, x, name=name)
 
 
+def build_vit_cls_tiny(keras, input_size: int | None, classifier_activation):
+    """The other common ViT form: a learned class token before the patches, the head reading
+    its row after the final norm (a STRIDED_SLICE), the tanh approximation of GELU, and a
+    dynamic batch, for which the converter writes each Dense on tokens as SHAPE -> ... ->
+    RESHAPE -> FULLY_CONNECTED -> RESHAPE (tf.tensordot)."""
+    layers = keras.layers
+    size = input_size or 16
+    width, patch = 24, 4
+
+    class ClassToken(layers.Layer):
+        def build(self, input_shape):
+            self.token = self.add_weight(shape=(1, 1, width), initializer="random_normal", name="token")
+
+        def call(self, x):
+            batch = keras.ops.shape(x)[0]
+            return keras.ops.concatenate([keras.ops.broadcast_to(self.token, (batch, 1, width)), x], axis=1)
+
+    def gelu_tanh(t):
+        return keras.activations.gelu(t, approximate=True)
+
+    inputs = layers.Input(shape=(size, size, 3), name="input")
+    x = layers.Conv2D(width, patch, strides=patch, name="patch_embed")(inputs)
+    tokens = (size // patch) ** 2
+    x = layers.Reshape((tokens, width), name="tokens")(x)
+    x = ClassToken(name="class_token")(x)
+    x = _position_embedding(keras, tokens + 1, width)(x)
+    for i in range(2):
+        h = layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm1")(x)
+        h = layers.MultiHeadAttention(num_heads=3, key_dim=8, name=f"block{i}_attention")(h, h)
+        x = layers.Add(name=f"block{i}_add1")([x, h])
+        h = layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm2")(x)
+        h = layers.Dense(2 * width, activation=gelu_tanh, name=f"block{i}_mlp1")(h)
+        h = layers.Dense(width, name=f"block{i}_mlp2")(h)
+        x = layers.Add(name=f"block{i}_add2")([x, h])
+    x = layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    x = x[:, 0]
+    x = layers.Dense(10, activation=classifier_activation, name="predictions")(x)
+    return keras.Model(inputs, x, name="vit_cls_tiny")
+
+
 def build_vit_tiny(keras, input_size: int | None, classifier_activation):
     return _vit_tiny(keras, input_size, classifier_activation, norm="layer", pre_norm=True, name="vit_tiny")
 
@@ -560,6 +603,7 @@ SMALL_BUILDERS = {
     "vit_tiny": build_vit_tiny,
     "vit_rms_tiny": build_vit_rms_tiny,
     "vit_postln_tiny": build_vit_postln_tiny,
+    "vit_cls_tiny": build_vit_cls_tiny,
 }
 
 

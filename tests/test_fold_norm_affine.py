@@ -121,6 +121,7 @@ FIXTURES = {  # stem: (norms, norms folded, ops before, ops after)
     "vit_tiny_mixed_logits": (5, 5, 102, 82),
     "vit_rms_tiny_mixed_logits": (1, 1, 73, 72),       # the converter folded the block norms' gammas itself
     "vit_postln_tiny_mixed_logits": (4, 1, 91, 81),    # 3 affines stay: the residual reads them
+    "vit_cls_tiny_mixed_logits": (5, 5, 150, 130),     # class token, dynamic batch (Tensordot reshapes)
     # litert-torch and onnx2tf (examples/make_torch_models.py): timm's ViT and a LLaMA-style decoder
     "vit_tiny_timm_litert_mixed": (5, 5, 135, 125),
     "vit_tiny_timm_onnx2tf_mixed": (5, 5, 104, 89),
@@ -147,6 +148,26 @@ def test_vit_fixtures(stem, save_model):
     assert h1.get("NEG", 0) == 0 and h1.get("SQUARED_DIFFERENCE", 0) == h0.get("SQUARED_DIFFERENCE", 0)
     assert report.verification.ok
     assert_litert_matches(model, optimized, save_model)
+
+
+def test_dynamic_batch_vit_folds_and_runs_at_another_batch(save_model):
+    """The class-token ViT with a dynamic batch: folded, it still runs at batch 3 on LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+    model = jaxfuse.load(MODELS / "vit_cls_tiny_mixed_logits.tflite")
+    assert model.main.inputs[0].shape_signature[0] == -1
+    optimized, _ = optimize(model, [PASS])
+    x = np.random.default_rng(0).standard_normal((3, 16, 16, 3)).astype(np.float32)
+    outputs = []
+    for path in (save_model(model, "a.tflite"), save_model(optimized, "b.tflite")):
+        interpreter = Interpreter(model_path=str(path))
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    assert outputs[0].shape == (3, 10)
+    assert relative_error(outputs[1], outputs[0]) <= 1e-5
 
 
 @requires_onert
