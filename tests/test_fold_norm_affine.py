@@ -383,6 +383,15 @@ def test_post_norm_residual_keeps_the_affine_as_one_mul_and_one_add(save_model):
     assert_litert_matches(model, optimized, save_model)
 
 
+def test_kept_post_norm_affines_are_not_reported_as_batch_norms():
+    """With every pass, the MUL -> ADD a post-LN keeps is reported once, as the norm's affine
+    (the batch-norm pass leaves a norm's own affine without ReLU alone)."""
+    model = jaxfuse.load(MODELS / "vit_postln_tiny_mixed_logits.tflite")
+    _, report = optimize(model)
+    assert not report.passes["fuse_preactivation_batchnorm"].refused
+    assert len(refusals(report)) == 3 and report.verification.ok
+
+
 @pytest.mark.parametrize("consumer,reason", [
     (lambda b, y, rng: b.op("FULLY_CONNECTED", [y, b.op("RELU", [b.const("act_w", np.ones((C, C), np.float32))])],
                             {"keepNumDims": True}), "weights are not a float constant"),

@@ -293,7 +293,7 @@ NORM_ROOTS = ("RSQRT", "SQRT")
 BEHIND_DEPTH = 3  # ops between n and the norm's RSQRT: litert-torch's n = ADD(MUL(x, RESHAPE(r)), ...)
 
 
-def _norm_behind(graph: Graph, n: Tensor, producers: dict) -> str | None:
+def norm_behind(graph: Graph, n: Tensor, producers: dict) -> str | None:
     """"LayerNorm" / "RMSNorm" when `n` is computed, within a few element-wise ops, from a
     norm's rsqrt (or a division by its sqrt) and the tensor that norm normalizes; else None."""
     seen, roots, level = {id(n)}, [], [n]
@@ -481,7 +481,7 @@ class FoldNormAffine(Pass):
             yield from self._proposals(graph, norm, producers, uses, key=id(rsqrt))
         for first, n in _tails(graph, producers, uses, claimed):
             ops, steps, y = _tail(graph, first, n, uses)
-            kind = _norm_behind(graph, n, producers) or "per-channel affine"
+            kind = norm_behind(graph, n, producers) or "per-channel affine"
             scale, shift = fold.compose_scale_shift(steps)
             channels = int(n.shape[-1])
             scale = np.broadcast_to(scale, (channels,)).astype(np.float64)

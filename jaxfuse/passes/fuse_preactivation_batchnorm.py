@@ -54,6 +54,7 @@ import numpy as np
 from .. import fold
 from ..ir import Graph, Op, Tensor
 from .base import Pass, Refusal, Rewrite, register_pass
+from .fold_norm_affine import norm_behind
 from .fuse_activation_function import FUSABLE_PRODUCERS
 from .common import (ACT_NONE, ACT_RELU, BIAS_INDEX, DATA_INDEX, WEIGHTED_OPS, activation, bias64, constant_operand,
                      is_float, make_op, mul_add_pair, new_constant, parameters_problem, per_channel_constant, replace_value,
@@ -333,6 +334,8 @@ class FusePreactivationBatchnorm(Pass):
                 yield Refusal(where, "the MUL has a fused activation")
                 continue
             act = activation(add)
+            if act == ACT_NONE and norm_behind(graph, x, producers) is not None:
+                continue  # a LayerNorm's / RMSNorm's own affine: fold_norm_affine's, which says why it stays
             if act not in (ACT_NONE, ACT_RELU):
                 yield Refusal(where, "the ADD's fused activation does not commute with a per-channel scale")
                 continue
