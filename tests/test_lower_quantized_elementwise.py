@@ -1,7 +1,6 @@
 """Quantized elementwise arithmetic and activation rules against LiteRT's builtin kernels.
 
-Every rule here matches LiteRT bit for bit (exact=True), except int16 LOGISTIC / TANH at
-scales that use LiteRT's stored sigmoid table (within 1 LSB). Scales are chosen so that the
+Every rule here matches LiteRT bit for bit (exact=True). Scales are chosen so that the
 requantized values stay inside int16 before saturation: beyond that LiteRT's x86 int8/uint8
 ADD and MUL wrap in their vectorized lanes (see quantized_elementwise.py)."""
 import jax
@@ -235,14 +234,12 @@ def test_tanh_8bit_any_output_quantization(save_model):
           out_zero_point=-20)
 
 
-@pytest.mark.parametrize("input_scale", [2.0 ** -12, 2.0 ** -11, 3e-4])
+@pytest.mark.parametrize("input_scale", [2.0 ** -12, 2.0 ** -11, 3e-4, 2.1e-4])
 @pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
 def test_logistic_tanh_int16(save_model, op, input_scale):
-    """2^-12 (both) and 2^-11 (TANH): gemmlowp's fixed-point functions, exact; other scales:
-    LiteRT's interpolated sigmoid table, whose entries jaxfuse computes rather than copies
-    (within the 1-LSB rule). Every int16 input value."""
-    check(save_model, op, [QIn(all_values(np.int16), input_scale)], out_dtype=np.int16, out_scale=2.0 ** -15,
-          exact=input_scale == 2.0 ** -12 or (op == "TANH" and input_scale == 2.0 ** -11))
+    """2^-12 (both) and 2^-11 (TANH): gemmlowp's fixed-point functions; other scales: LiteRT's
+    interpolated sigmoid table. Every int16 input value, bit for bit."""
+    check(save_model, op, [QIn(all_values(np.int16), input_scale)], out_dtype=np.int16, out_scale=2.0 ** -15)
 
 
 # -- refusals ------------------------------------------------------------------------------------------
