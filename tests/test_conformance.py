@@ -13,6 +13,12 @@ from reference import logits_copy, relative_error, requires_onert, run_litert, r
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 FIXTURES = sorted(MODELS.glob("*.tflite"))
 TOLERANCE = 1e-4  # of the output's scale
+#: Fixtures onert 0.1.0 runs but computes wrongly (LiteRT, torch and jaxfuse agree within 1e-6):
+#: the test checks that onert is still wrong there, and says so in the skip.
+ONERT_WRONG = {
+    "vit_tiny_timm_litert_mixed": "onert 0.1.0 computes SLICE of a 5-D tensor wrongly (timm's q/k/v split of "
+                                  "[3, 1, 2, 17, 12]: 1.36 of the scale off LiteRT at the first one)",
+}
 
 
 def jax_outputs(model, x):
@@ -41,7 +47,11 @@ def test_jax_matches_onert(path, tmp_path):
     jaxfuse.save(logits, tmp_path / "logits.circle")
     x = random_inputs(model.main, 1, 0)[0]
     reference = run_onert_or_skip(path, x, f"this model ({', '.join(sorted(model.op_histogram()))})")
-    for ours, ref in zip(jax_outputs(model, x), reference):
-        assert relative_error(ours, ref) <= TOLERANCE
+    errors = [relative_error(ours, ref) for ours, ref in zip(jax_outputs(model, x), reference)]
+    if path.stem in ONERT_WRONG:
+        litert_errors = [relative_error(ours, ref) for ours, ref in zip(jax_outputs(model, x), run_litert(path, x))]
+        assert max(litert_errors) <= TOLERANCE < max(errors), "onert agrees now: drop the ONERT_WRONG entry"
+        pytest.skip(ONERT_WRONG[path.stem])
+    assert max(errors) <= TOLERANCE
     for ours, ref in zip(jax_outputs(logits, x), run_onert(tmp_path / "logits.circle", x)):
         assert relative_error(ours, ref) <= TOLERANCE

@@ -171,7 +171,7 @@ def test_dynamic_batch_vit_folds_and_runs_at_another_batch(save_model):
 
 
 @requires_onert
-@pytest.mark.parametrize("stem", ["vit_tiny_mixed_logits", "vit_tiny_timm_litert_mixed", "decoder_rms_tiny_litert_mixed"])
+@pytest.mark.parametrize("stem", ["vit_tiny_mixed_logits", "vit_tiny_timm_onnx2tf_mixed"])
 def test_vit_fixture_matches_onert(save_model, stem):
     model = jaxfuse.load(MODELS / f"{stem}.tflite")
     optimized, _ = optimize(model, [PASS])
