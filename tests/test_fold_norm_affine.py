@@ -127,8 +127,8 @@ FIXTURES = {  # stem: (norms, norms folded, ops before, ops after)
     "vit_tiny_timm_onnx2tf_mixed": (5, 5, 104, 89),
     "decoder_rms_tiny_litert_mixed": (5, 5, 102, 97),
     # onnx2tf reads the [1, 8, 32] input as NCW: the first norm's statistics run over axis 1
-    # and a TRANSPOSE comes before its projection, a form not matched
-    "decoder_rms_tiny_onnx2tf_mixed": (4, 4, 92, 88),
+    # and a TRANSPOSE brings the channels last before its projection (its gamma folds too)
+    "decoder_rms_tiny_onnx2tf_mixed": (5, 5, 92, 87),
 }
 
 
@@ -309,6 +309,32 @@ def test_converter_forms_fold(norm, kind, removed, save_model):
     model = norm_model([lambda b, y, rng: fc(b, y, 5, rng), lambda b, y, rng: fc(b, y, 3, rng, bias=False)], norm=norm)
     _, report = check_folded(model, save_model, removed)
     assert [r["norm"] for r in report.rewrites] == [kind]
+
+
+def channels_first_model(transpose: bool):
+    """onnx2tf's form for a [1, C, T] input read as NCW: RMSNorm over axis 1, gamma [1, C, 1],
+    then (transpose=True) a TRANSPOSE bringing the channels last before the projection."""
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    x = b.input("x", [1, C, 6])
+    var = b.op("MEAN", [b.op("MUL", [x, x]), b.const("axis", np.array([1], np.int32))], {"keepDims": True})
+    root = b.op("SQRT", [b.op("ADD", [var, b.const("eps", np.array(1e-6, np.float32))])])
+    n = b.op("MUL", [x, b.op("DIV", [b.const("one", np.array(1.0, np.float32)), root])])
+    y = b.op("MUL", [n, b.const("gamma", GAMMA.astype(np.float32).reshape(1, C, 1))])
+    if transpose:
+        y = b.op("TRANSPOSE", [y, b.const("perm", np.array([0, 2, 1], np.int32))])
+    b.output(fc(b, y, 5, rng))
+    return b.build()
+
+
+def test_channels_first_affine_folds_through_the_transpose_that_brings_channels_last(save_model):
+    check_folded(channels_first_model(transpose=True), save_model, 1)
+
+
+def test_channels_first_affine_read_along_another_axis_stays():
+    model = channels_first_model(transpose=False)  # the FULLY_CONNECTED contracts T, not the channels
+    optimized, report = optimize(model, [PASS])
+    assert report.passes[PASS].fused == 0 and op_types(optimized) == op_types(model)
 
 
 # -- what the affine passes through --------------------------------------------------------------

@@ -133,6 +133,7 @@ class _Norm:
     beta: np.ndarray | None      # float64 per channel, None: 0
     centered: Tensor | None = None   # an existing x - mu tensor (SUB), reused
     normalized: Tensor | None = None  # an existing n tensor, reused
+    channel_axis: int = -1       # where the channels are: not the last for onnx2tf's channels-first tensors
 
 
 def _stats(graph: Graph, root: Op, producers: dict) -> tuple[Tensor, Tensor | None, Tensor | None, list[Op]] | None:
@@ -178,39 +179,58 @@ def _only_readers(graph: Graph, tensor: Tensor, uses: dict, allowed: list[Op]) -
     return not graph.is_graph_output(tensor) and all(any(op is a for a in allowed) for op in uses.get(id(tensor), []))
 
 
-def _tail_step(op: Op, tensor: Tensor, uses: dict) -> tuple[str, np.ndarray] | None:
-    """(kind, per-channel constant) when `op` is a step of an affine chain applied to `tensor`."""
+def _axis_constant(const: Tensor, tensor: Tensor) -> tuple[np.ndarray, int | None] | None:
+    """(float64 values, axis) of a float constant that varies along one axis of `tensor` alone
+    (right-aligned broadcasting); axis None for a one-element constant."""
+    if not is_float(const) or len(const.shape) > len(tensor.shape):
+        return None
+    varying = [i for i, d in enumerate(const.shape) if d != 1]
+    if not varying:
+        return const.data.astype(np.float64).reshape(-1)[:1], None
+    axis = len(tensor.shape) - len(const.shape) + varying[0]
+    if len(varying) > 1 or int(const.shape[varying[0]]) != int(tensor.shape[axis]):
+        return None
+    return const.data.astype(np.float64).reshape(-1), axis
+
+
+def _tail_step(op: Op, tensor: Tensor, uses: dict) -> tuple[str, np.ndarray, int | None] | None:
+    """(kind, constant, the axis it varies along or None) when `op` is a step of an affine
+    chain applied to `tensor`."""
     if op.type not in TAIL_STEPS or activation(op) != ACT_NONE or not op.outputs \
             or tuple(op.outputs[0].shape) != tuple(tensor.shape):
         return None
     other = _binary_other(op, tensor)
     if other is None or not other.is_constant:
         return None
-    value, _ = per_channel_constant(other, tensor)
-    if value is None:
+    found = _axis_constant(other, tensor)
+    if found is None:
         return None
+    value, axis = found
     if op.type == "DIV":
         if op.inputs[0] is not tensor or np.any(value == 0):
             return None  # c / x is not affine; x / 0 has no scale
-        return "DIV", value
+        return "DIV", value, axis
     if op.type == "SUB" and op.inputs[0] is not tensor:
-        return "RSUB", value
-    return op.type, value
+        return "RSUB", value, axis
+    return op.type, value, axis
 
 
-def _tail(graph: Graph, first: Op, n: Tensor, uses: dict) -> tuple[list[Op], list[tuple[str, np.ndarray]], Tensor]:
-    """The chain of per-channel constant steps from `first` (which reads n): (ops, steps, end).
-    Every op after the first is the sole reader of the one before."""
-    ops, steps, tensor, op = [], [], n, first
+def _tail(graph: Graph, first: Op, n: Tensor, uses: dict) -> tuple[list[Op], list[tuple[str, np.ndarray]], Tensor, int]:
+    """The chain of per-channel constant steps from `first` (which reads n): (ops, steps, end,
+    the channel axis). Every op after the first is the sole reader of the one before; every
+    step varies along the same axis (the last when none varies)."""
+    ops, steps, tensor, op, channel_axis = [], [], n, first, None
     while op is not None:
         step = _tail_step(op, tensor, uses)
-        if step is None:
+        if step is None or None not in (step[2], channel_axis) and step[2] != channel_axis:
             break
-        steps.append(step)
+        kind, value, axis = step
+        channel_axis = axis if axis is not None else channel_axis
+        steps.append((kind, value))
         ops.append(op)
         tensor = op.outputs[0]
         op = sole_reader(graph, tensor, uses)
-    return ops, steps, tensor
+    return ops, steps, tensor, len(n.shape) - 1 if channel_axis is None else channel_axis
 
 
 def _entangled(graph: Graph, rsqrt: Op, producers: dict, uses: dict) -> _Norm | Refusal | None:
@@ -454,6 +474,28 @@ def _absorbers(graph: Graph, y: Tensor, channels: int, uses: dict, needs_shift: 
     return ""
 
 
+def _channels_first_absorbers(graph: Graph, y: Tensor, axis: int, channels: int, uses: dict, needs_shift: bool,
+                              state: _Absorbers, producers: dict) -> str:
+    """_absorbers for channels on an axis before the last (onnx2tf reads a [1, C, T] input as
+    NCW): each reader must be a TRANSPOSE that brings that axis last (then its readers absorb)
+    or a SHAPE."""
+    if graph.is_graph_output(y):
+        return f"the norm's output '{y.name}' is a graph output"
+    for op in uses.get(id(y), []):
+        if op.type == "SHAPE":
+            state.shape_readers.append(op)
+            continue
+        perm = op.inputs[1] if op.type == "TRANSPOSE" and len(op.inputs) > 1 else None
+        if perm is None or not perm.is_constant or op.inputs[0] is not y \
+                or int(np.ravel(perm.data)[-1]) % len(y.shape) != axis:
+            return f"{_name(op)} reads channels on axis {axis} without bringing them last"
+        state.pass_through.append(op)
+        why = _absorbers(graph, op.outputs[0], channels, uses, needs_shift, state, producers)
+        if why:
+            return why
+    return ""
+
+
 @register_pass
 class FoldNormAffine(Pass):
     """fold_affine=False (an int8 target that measured the fold to cost SQNR) keeps every
@@ -480,14 +522,14 @@ class FoldNormAffine(Pass):
             claimed |= {id(op) for op in [*norm.stats, *norm.removed]}
             yield from self._proposals(graph, norm, producers, uses, key=id(rsqrt))
         for first, n in _tails(graph, producers, uses, claimed):
-            ops, steps, y = _tail(graph, first, n, uses)
+            ops, steps, y, axis = _tail(graph, first, n, uses)
             kind = norm_behind(graph, n, producers) or "per-channel affine"
             scale, shift = fold.compose_scale_shift(steps)
-            channels = int(n.shape[-1])
+            channels = int(n.shape[axis])
             scale = np.broadcast_to(scale, (channels,)).astype(np.float64)
             shift = np.broadcast_to(shift, (channels,)).astype(np.float64)
             norm = _Norm(kind, n, None, None, [], ops, y, None if np.all(scale == 1) else scale,
-                         None if np.all(shift == 0) else shift, normalized=n)
+                         None if np.all(shift == 0) else shift, normalized=n, channel_axis=axis)
             for proposal in self._proposals(graph, norm, producers, uses, key=id(first)):
                 if isinstance(proposal, Rewrite) or kind != "per-channel affine":
                     yield proposal  # a chain behind no norm that cannot fold is no news
@@ -501,6 +543,10 @@ class FoldNormAffine(Pass):
         state = _Absorbers()
         if norm.gamma is None and norm.beta is None:
             why = "no affine"  # only the cheaper normalization to write
+        elif norm.channel_axis % len(norm.x.shape) != len(norm.x.shape) - 1:
+            channels = int(norm.x.shape[norm.channel_axis])
+            why = _channels_first_absorbers(graph, norm.y, norm.channel_axis, channels, uses, norm.beta is not None,
+                                            state, producers)
         else:
             why = _absorbers(graph, norm.y, channels, uses, norm.beta is not None, state, producers)
         region = list({id(op): op for op in [*norm.stats, *norm.removed]}.values())
