@@ -31,7 +31,9 @@ rows but keeps every channel row whole (MEAN over non-channel axes, RESHAPE / SQ
 EXPAND_DIMS keeping the last dimension, a TRANSPOSE keeping the last axis last,
 STRIDED_SLICE / SLICE keeping the whole channel range, GATHER of rows: a class token)
 commutes with a per-channel affine, so it passes through to its readers; SHAPE reads only
-the shape, which the fold keeps.
+the shape, which the fold keeps. A chain whose constants vary along an earlier axis (onnx2tf
+reads a [1, C, T] input as NCW: gamma [1, C, 1]) folds when every reader is a TRANSPOSE that
+brings that axis last.
 
 Preconditions (each failing one is a Refusal, never an approximation):
  1. The statistics as above; every intermediate the rewrite removes is read only inside the
