@@ -224,8 +224,8 @@ def _tail(graph: Graph, first: Op, n: Tensor, uses: dict) -> tuple[list[Op], lis
     ops, steps, tensor, op, channel_axis = [], [], n, first, None
     while op is not None:
         step = _tail_step(op, tensor, uses)
-        if step is None or None not in (step[2], channel_axis) and step[2] != channel_axis:
-            break
+        if step is None or (step[2] is not None and channel_axis is not None and step[2] != channel_axis):
+            break  # not a step, or one along another axis than the chain's
         kind, value, axis = step
         channel_axis = axis if axis is not None else channel_axis
         steps.append((kind, value))
