@@ -252,7 +252,7 @@ def _affine(b, n, gamma=GAMMA, beta=BETA):
 def layer_norm_litert(b, x):
     """nn.LayerNorm as litert-torch 0.10 writes it: statistics without keep_dims (over the
     batch axis too) reshaped back, n = x * r + (-mean * r), then MUL(gamma), ADD(beta)."""
-    t, c = x.shape[1], x.shape[2]
+    t = x.shape[1]
     axes = b.const("axes", np.array([0, 2], np.int32))
     back = b.const("back", np.array([1, t, 1], np.int32))
     mu = b.op("MEAN", [x, axes])
